@@ -1,0 +1,30 @@
+# Two commands for a fresh clone (Python 3.11 on PATH as python3.11, see README):
+#   make demo   set up .venv and run the main job on the bundled demo data
+#   make test   set up .venv and run the whole test suite
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test setup clean bench-features
+
+setup: $(STAMP)
+
+# torch first, pinned to the CPU build that lies on local disk: an unpinned torch pulls a CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/deepmetabin features --contigs data/demo/contigs.fna.gz --depth data/demo/depth.tsv --out runs/demo --force
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench-features: $(STAMP)
+	$(BIN)/python benchmarks/bench_tnf.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,231 @@
+"""Contigs: read an assembly FASTA (plain or gzip) into the one data container every stage uses.
+
+``read_contigs`` keeps contigs of at least ``min_length`` bp (default 1000 bp, so short 1-2.5 kb
+contigs are included) and stores their upper-cased sequences compactly in one ``uint8`` buffer.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._io import ids_hash
+from .errors import FastaError, InputFileError, NoContigsError
+
+log = logging.getLogger(__name__)
+
+#: IUPAC nucleotide codes accepted in sequences (upper case after folding); U is read as T.
+VALID_SYMBOLS = b"ACGTUNRYKMSWBDHV-"
+_DELETE_VALID = VALID_SYMBOLS + VALID_SYMBOLS.lower()
+_UPPER_U_TO_T = bytes.maketrans(b"acgtunrykmswbdhvU", b"ACGTTNRYKMSWBDHVT")
+
+
+@dataclass(frozen=True, eq=False)
+class Contigs:
+    """The contigs of one assembly, in FASTA order (after the length filter).
+
+    Attributes:
+        ids: (N,) contig ids (first word of each header), ``object`` array of ``str``.
+        lengths: (N,) int64, length in bp including N and other non-ACGT symbols.
+        gc: (N,) float32, share of G+C among the A/C/G/T bases (0.5 for a contig without any).
+        seq_buffer: (sum of lengths,) uint8, all sequences upper-cased and concatenated.
+        offsets: (N+1,) int64; contig i is ``seq_buffer[offsets[i]:offsets[i+1]]``.
+        depth: (N, S) float32 mean read depth per sample, or ``None`` before depth is attached.
+        samples: the S sample names (depth column names).
+        source: the FASTA path the contigs came from.
+    """
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    gc: np.ndarray
+    seq_buffer: np.ndarray
+    offsets: np.ndarray
+    depth: np.ndarray | None = None
+    samples: tuple[str, ...] = ()
+    source: str = ""
+    _hash: list[str] = field(default_factory=list, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def ids_hash(self) -> str:
+        """Hash of the contig ids in order (see :func:`deepmetabin._io.ids_hash`)."""
+        if not self._hash:
+            self._hash.append(ids_hash(self.ids))
+        return self._hash[0]
+
+    @property
+    def total_bp(self) -> int:
+        return int(self.lengths.sum())
+
+    @classmethod
+    def from_sequences(cls, records: Iterable[tuple[str, str | bytes]], *, source: str = "<memory>") -> "Contigs":
+        """Build a container from ``(id, sequence)`` pairs (no length filter, no id checks).
+
+        Sequences are upper-cased and U is read as T; GC is the G+C share of the A/C/G/T bases.
+        """
+        ids: list[str] = []
+        seqs: list[bytes] = []
+        for cid, seq in records:
+            ids.append(cid)
+            seqs.append((seq.encode() if isinstance(seq, str) else seq).translate(_UPPER_U_TO_T))
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        gc = np.empty(len(seqs), dtype=np.float32)
+        for i, s in enumerate(seqs):
+            g = s.count(b"G") + s.count(b"C")
+            acgt = g + s.count(b"A") + s.count(b"T")
+            gc[i] = g / acgt if acgt else 0.5
+        buffer = np.frombuffer(b"".join(seqs), dtype=np.uint8)
+        return cls(ids=np.array(ids, dtype=object), lengths=lengths, gc=gc, seq_buffer=buffer, offsets=offsets, source=source)
+
+    def sequence(self, i: int) -> str:
+        """The upper-case sequence of contig ``i`` (position in this container)."""
+        return self.seq_buffer[self.offsets[i] : self.offsets[i + 1]].tobytes().decode()
+
+    def sequences(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(id, sequence)`` for every contig in order."""
+        for i, cid in enumerate(self.ids):
+            yield cid, self.sequence(i)
+
+    def with_depth(self, depth: np.ndarray, samples: list[str] | tuple[str, ...]) -> "Contigs":
+        """A copy with a (N, S) depth matrix attached; rows must follow this container's order."""
+        depth = np.ascontiguousarray(depth, dtype=np.float32)
+        if depth.ndim != 2 or depth.shape[0] != len(self) or depth.shape[1] != len(samples):
+            raise ValueError(f"depth must be ({len(self)}, {len(samples)}), got {depth.shape}")
+        return replace(self, depth=depth, samples=tuple(samples), _hash=list(self._hash))
+
+    def subset(self, index: np.ndarray) -> "Contigs":
+        """The contigs at ``index`` (positions or a boolean mask), in that order."""
+        index = np.arange(len(self))[index]
+        starts, ends = self.offsets[index], self.offsets[index + 1]
+        lengths = ends - starts
+        offsets = np.zeros(len(index) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        buf = np.concatenate([self.seq_buffer[s:e] for s, e in zip(starts, ends)]) if len(index) else np.zeros(0, np.uint8)
+        return Contigs(
+            ids=self.ids[index], lengths=self.lengths[index], gc=self.gc[index], seq_buffer=buf,
+            offsets=offsets, depth=None if self.depth is None else self.depth[index],
+            samples=self.samples, source=self.source,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per contig: ``contig``, ``length``, ``gc`` and one ``depth:<sample>`` column per sample."""
+        frame = pd.DataFrame({"contig": self.ids.astype(str), "length": self.lengths, "gc": self.gc})
+        if self.depth is not None:
+            for j, s in enumerate(self.samples):
+                frame[f"depth:{s}"] = self.depth[:, j]
+        return frame
+
+
+def _open_text_lines(path: Path) -> io.BufferedReader:
+    """Open ``path`` for binary reading, transparently gunzipping; raise a clear error otherwise."""
+    if not path.exists():
+        raise InputFileError(f"{path}: file not found; check the path given with --contigs")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder, expected a FASTA file (.fna/.fa/.fasta, optionally .gz)")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if magic == b"BAM\x01" or magic[:4] == b"CRAM":
+        raise FastaError(f"{path}: is a BAM/CRAM file, not a FASTA; give the assembly with --contigs and BAMs with --bam")
+    return open(path, "rb")
+
+
+def _read_records(path: Path) -> Iterator[tuple[str, int, list[bytes]]]:
+    """Yield ``(id, header_line_number, sequence_lines)`` for each record of the FASTA at ``path``."""
+    fh = _open_text_lines(path)
+    cid: str | None = None
+    header_line = 0
+    chunks: list[bytes] = []
+    try:
+        with fh:
+            for lineno, raw in enumerate(fh, start=1):
+                line = raw.strip()
+                if not line:
+                    continue
+                if line[:1] == b">":
+                    if cid is not None:
+                        yield cid, header_line, chunks
+                    words = line[1:].split()
+                    if not words:
+                        raise FastaError(f"{path}: line {lineno}: header '>' without a contig id; give every record a name")
+                    try:
+                        cid = words[0].decode("ascii")
+                    except UnicodeDecodeError:
+                        raise FastaError(f"{path}: line {lineno}: contig id is not ASCII text; is this really a FASTA file?") from None
+                    header_line, chunks = lineno, []
+                elif cid is None:
+                    if lineno == 1 and line[:4] == b"BAM\x01":
+                        raise FastaError(f"{path}: is a (gzip-compressed) BAM file, not a FASTA; pass BAMs with --bam and the assembly with --contigs")
+                    raise FastaError(
+                        f"{path}: line {lineno}: expected a FASTA header starting with '>', found other text; "
+                        "is this a FASTA file (.fna/.fa, optionally gzipped)?"
+                    )
+                else:
+                    chunks.append(line)
+            if cid is not None:
+                yield cid, header_line, chunks
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputFileError(f"{path}: cannot be read as (gzipped) text ({exc}); the file is truncated or corrupt, re-create or re-download it") from None
+
+
+def read_contigs(path: str | os.PathLike[str], min_length: int = 1000) -> Contigs:
+    """Read a FASTA file (plain or ``.gz``) and keep the contigs of at least ``min_length`` bp.
+
+    Sequences are upper-cased (lower case is accepted as soft-masking), U is read as T; any IUPAC
+    nucleotide code is accepted and N-rich contigs are kept (N and other non-ACGT symbols are skipped
+    by TNF and GC). The contig id is the first word of the header.
+
+    Raises:
+        InputFileError: the file is missing, a folder, unreadable or corrupt gzip, or empty.
+        FastaError: not a FASTA (no leading '>'), an empty id, duplicate ids, or symbols that are
+            not nucleotide codes (e.g. a protein FASTA).
+        NoContigsError: no contig is at least ``min_length`` bp.
+    """
+    path = Path(path)
+    seen: dict[str, int] = {}
+    ids: list[str] = []
+    seqs: list[bytes] = []
+    n_records = 0
+    longest = 0
+    for cid, header_line, chunks in _read_records(path):
+        n_records += 1
+        if cid in seen:
+            raise FastaError(
+                f"{path}: duplicate contig id '{cid}' (lines {seen[cid]} and {header_line}); "
+                "contig ids must be unique, rename the contigs (e.g. prefix them with the sample name)"
+            )
+        seen[cid] = header_line
+        seq = b"".join(chunks)
+        bad = seq.translate(None, _DELETE_VALID)
+        if bad:
+            sym = chr(bad[0]) if 32 < bad[0] < 127 else f"byte 0x{bad[0]:02x}"
+            raise FastaError(
+                f"{path}: contig '{cid}' (header at line {header_line}) contains '{sym}', which is not a "
+                "nucleotide code; give a nucleotide FASTA (not proteins or binary data)"
+            )
+        longest = max(longest, len(seq))
+        if len(seq) >= min_length:
+            ids.append(cid)
+            seqs.append(seq)
+    if n_records == 0:
+        raise InputFileError(f"{path}: the FASTA file is empty (no '>' record); give the assembly's contigs FASTA")
+    if not ids:
+        raise NoContigsError(
+            f"{path}: none of its {n_records} contigs is at least {min_length} bp (longest {longest} bp); "
+            "lower --min-length or use a better assembly"
+        )
+    log.info("%s: %d of %d contigs >= %d bp", path, len(ids), n_records, min_length)
+    return Contigs.from_sequences(zip(ids, seqs), source=str(path))

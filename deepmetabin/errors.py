@@ -1,0 +1,33 @@
+"""Errors for bad input: each message is one line that names the file, the problem and the fix.
+
+The CLI prints ``str(error)`` and exits with code 2; it never shows a traceback for these.
+"""
+from __future__ import annotations
+
+
+class DeepMetaBinError(Exception):
+    """Base class of every error caused by the user's input or environment."""
+
+
+class InputFileError(DeepMetaBinError):
+    """A file is missing, unreadable, empty or of the wrong kind."""
+
+
+class FastaError(DeepMetaBinError):
+    """A contigs FASTA is malformed (bad header, invalid symbols, duplicate ids, ...)."""
+
+
+class NoContigsError(DeepMetaBinError):
+    """No contig passed the length filter (or too few are left for binning)."""
+
+
+class BamError(DeepMetaBinError):
+    """A BAM file cannot be used: unsorted, unindexed, or its reference names/lengths differ from the FASTA."""
+
+
+class DepthTableError(DeepMetaBinError):
+    """A depth table is malformed, has missing/extra contigs, or holds NaN/negative/non-numeric values."""
+
+
+class RunFolderError(DeepMetaBinError):
+    """A run folder is missing artefacts, or an artefact belongs to other contigs (hash mismatch)."""
