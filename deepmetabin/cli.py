@@ -84,8 +84,44 @@ def _run_features(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score bins against a ground truth (F1, NC/MQ genomes, ARI)")
+    p.add_argument("--bins", required=True, type=Path, help="bins.tsv (clustername<TAB>contigname) or CAMI binning file")
+    p.add_argument("--truth", required=True, type=Path, help="truth: CAMI binning format or contig<TAB>genome TSV")
+    p.add_argument("--contigs", type=Path, help="contigs FASTA, for lengths when the truth has no LENGTH column")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from .evaluate import read_binning, score
+
+    truth = read_binning(args.truth, kind="truth")
+    bins = read_binning(args.bins, kind="bins")
+    lengths = None
+    if args.contigs is not None:
+        from .contigs import read_contigs
+
+        c = read_contigs(args.contigs, min_length=0)
+        lengths = pd.Series(c.lengths, index=c.ids.astype(str))
+    s = score(bins, truth, lengths)
+    if args.json:
+        print(json.dumps(s.as_dict(), indent=2))
+        return 0
+    print(f"F1 (contigs)  {s.f1:.3f}   precision {s.precision:.3f}   recall {s.recall:.3f}")
+    print(f"F1 (bp)       {s.f1_bp:.3f}   precision {s.precision_bp:.3f}   recall {s.recall_bp:.3f}")
+    print(f"genomes       NC (>90%/<5%) {s.nc}   >70%/<10% {s.q70_10}   MQ (>=50%/<10%) {s.mq}   of {s.n_genomes}")
+    print(f"bins          {s.n_bins}   ARI (binned contigs) {s.ari:.3f}   binned bp {100 * s.binned_bp:.1f}%")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "features": (_add_features, _run_features),
+    "evaluate": (_add_evaluate, _run_evaluate),
 }
 
 
