@@ -1,0 +1,99 @@
+"""BinSet edits, undo/redo, replay, and writers that round-trip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepmetabin.bins import BinSet, CurationError
+from deepmetabin.contigs import Contigs, read_contigs
+from deepmetabin.evaluate import read_binning
+
+IDS = [f"c{i}" for i in range(10)]
+
+
+def base():
+    return BinSet.from_labels(IDS, np.array([0, 0, 0, 1, 1, 1, 2, 2, -1, -1]))
+
+
+def test_edits_undo_redo_and_replay(tmp_path):
+    b = base()
+    start = b.assignment.copy()
+    b.split("bin_0", ["c1", "c2"], new="new")
+    b.merge(["bin_1", "bin_2"])
+    b.move(["c8"], "bin_1")
+    b.unbin(["c0"])
+    b.accept("new")
+    b.rename("bin_1", "big")
+    after = b.assignment.copy()
+    assert b.to_frame().set_index("contig")["bin"].to_dict() == {
+        "c1": "new", "c2": "new", "c3": "big", "c4": "big", "c5": "big", "c6": "big", "c7": "big", "c8": "big"}
+    assert b.accepted == {"new"}
+    for _ in range(6):
+        assert b.undo()
+    assert not b.undo()
+    assert np.array_equal(b.assignment, start) and b.accepted == set()
+    for _ in range(6):
+        assert b.redo()
+    assert not b.redo()
+    assert np.array_equal(b.assignment, after)
+    b.save_edits(tmp_path / "curation.json")
+    again = BinSet.replay(base(), BinSet.load_edits(tmp_path / "curation.json"))
+    assert np.array_equal(again.assignment, after) and again.accepted == {"new"}
+
+
+def test_undo_then_new_edit_drops_redo_and_log_skips_undone():
+    b = base()
+    b.merge(["bin_0", "bin_1"])
+    b.undo()
+    b.unbin(["c9", "c7"])
+    assert not b.redo()
+    assert [e["op"] for e in b.edits] == ["unbin"]
+
+
+@pytest.mark.parametrize("bad", [
+    lambda b: b.merge(["bin_0"]),
+    lambda b: b.merge(["bin_0", "nope"]),
+    lambda b: b.split("bin_0", ["c5"]),
+    lambda b: b.split("bin_0", ["zz"]),
+    lambda b: b.rename("bin_0", "bin_1"),
+    lambda b: b.accept("nope"),
+    lambda b: b.apply_edit({"op": "explode"}),
+])
+def test_impossible_edits_raise_and_change_nothing(bad):
+    b = base()
+    before = b.assignment.copy()
+    with pytest.raises(CurationError):
+        bad(b)
+    assert np.array_equal(b.assignment, before) and not b.edits
+
+
+def test_writers_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    contigs = Contigs.from_sequences([(c, "".join(rng.choice(list("ACGT"), size=150 + i))) for i, c in enumerate(IDS)])
+    b = base()
+    b.write_tsv(tmp_path / "bins.tsv")
+    b.write_cami(tmp_path / "bins.cami")
+    b.write_unbinned(tmp_path / "unbinned.tsv")
+    for path in ("bins.tsv", "bins.cami"):
+        back = BinSet.from_frame(IDS, read_binning(tmp_path / path))
+        assert np.array_equal(back.assignment, b.assignment)
+    assert (tmp_path / "unbinned.tsv").read_text().split() == ["c8", "c9"]
+    files = b.write_fasta(tmp_path / "bins", contigs)
+    assert [f.name for f in files] == ["bin_0.fna", "bin_1.fna", "bin_2.fna"]
+    for f in files:
+        back = read_contigs(f, min_length=1)
+        for cid in back.ids:
+            assert b.assignment[IDS.index(cid)] == f.stem
+            assert back.sequence(list(back.ids).index(cid)) == contigs.sequence(IDS.index(cid))
+    # rewriting replaces the folder whole: a bin that disappeared leaves no file behind
+    b.merge(["bin_1", "bin_2"])
+    assert [f.name for f in b.write_fasta(tmp_path / "bins", contigs)] == ["bin_0.fna", "bin_1.fna"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_bin_names_are_sanitised_for_files(tmp_path):
+    contigs = Contigs.from_sequences([(c, "ACGT" * 10) for c in IDS])
+    b = base()
+    b.rename("bin_0", "../../evil")
+    files = b.write_fasta(tmp_path / "bins", contigs)
+    assert all(f.parent == tmp_path / "bins" for f in files)
