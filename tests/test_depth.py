@@ -1,5 +1,6 @@
-"""depth.py on tiny real BAMs and tables written by the tests: hand-computed depths (edges, identity,
-flags), the jgi_summarize_bam_contig_depths rule on random reads, tables, and every bad input."""
+"""depth.py on tiny real BAMs/CRAMs and tables written by the tests: hand-computed depths (edges,
+identity, flags) with both engines, the jgi_summarize_bam_contig_depths rule on random reads, engine
+agreement (BAM, CRAM, CG-tag CIGARs), tables, and every bad input."""
 from __future__ import annotations
 
 import gzip
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bamtools import Read, random_contigs, write_bam, write_fasta
+from bamtools import Read, bam_to_cram, random_contigs, write_bam, write_fasta
 from deepmetabin.contigs import Contigs, read_contigs
 from deepmetabin.depth import depth_from_bams, read_depth_table, write_depth_table
 from deepmetabin.errors import BamError, DepthTableError, InputFileError
@@ -19,6 +20,7 @@ from deepmetabin.errors import BamError, DepthTableError, InputFileError
 # c1..c4 are kept with min_length=100; "tiny" (50 bp) is a BAM reference dropped by the filter
 REFS = {"c1": 1000, "c2": 150, "c3": 152, "c4": 153, "tiny": 50}
 JGI = shutil.which("jgi_summarize_bam_contig_depths")
+ENGINES = ["numba", "pysam"]
 
 
 @pytest.fixture
@@ -70,36 +72,40 @@ def hand_reads() -> list[Read]:
 HAND_DEPTH = [813 / 850, 100 / 150, 0.0, 2.0]
 
 
-def test_hand_computed_depths(tmp_path, contigs):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hand_computed_depths(tmp_path, contigs, engine):
     bam = write_bam(tmp_path / "S1.bam", REFS, hand_reads())
-    depth, samples = depth_from_bams([bam], contigs)
+    depth, samples = depth_from_bams([bam], contigs, engine=engine)
     assert samples == ["S1"]
     assert depth.dtype == np.float32 and depth.shape == (4, 1)
     np.testing.assert_allclose(depth[:, 0], HAND_DEPTH, rtol=1e-6)
 
 
-def test_identity_threshold_and_edge_options(tmp_path, contigs):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_identity_threshold_and_edge_options(tmp_path, contigs, engine):
     bam = write_bam(tmp_path / "S1.bam", REFS, hand_reads())
     # min_identity=0.9 also keeps the NM=4 reads (0.96, 0.952), 90=10X (0.90) and the clipped 50M5I (0.909)
-    depth, _ = depth_from_bams([bam], contigs, min_identity=0.90)
+    depth, _ = depth_from_bams([bam], contigs, min_identity=0.90, engine=engine)
     assert depth[0, 0] == pytest.approx((813 + 100 + 100 + 100) / 850)
     assert depth[3, 0] == pytest.approx(3.0)
     # edge=0 keeps the contig ends: c1 window is the whole contig
-    depth, _ = depth_from_bams([bam], contigs, edge=0)
+    depth, _ = depth_from_bams([bam], contigs, edge=0, engine=engine)
     c1 = 100 * 8 + 98 + 90  # reads at 0 50 400 600 700 720 770 900 add 100 each, 200 adds 98, 730 adds 90
     assert depth[0, 0] == pytest.approx(c1 / 1000)
     assert depth[2, 0] == pytest.approx(100 / 152)
 
 
-def test_edge_is_capped_by_the_mean_read_length(tmp_path, contigs):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_edge_is_capped_by_the_mean_read_length(tmp_path, contigs, engine):
     reads = [Read("c1", 10, "40M"), Read("c1", 500, "40M")]  # 40 bp reads: edge = 40, window [40, 960)
     bam = write_bam(tmp_path / "S1.bam", REFS, reads)
-    depth, _ = depth_from_bams([bam], contigs)
+    depth, _ = depth_from_bams([bam], contigs, engine=engine)
     assert depth[0, 0] == pytest.approx((10 + 40) / 920)
     assert depth[1:, 0].tolist() == [0, 0, 0]
 
 
-def test_edge_uses_the_running_mean_read_length(tmp_path, contigs):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_edge_uses_the_running_mean_read_length(tmp_path, contigs, engine):
     """jgi caps the edge by the mean l_seq of all records read so far (SEQ '*' counts as 0), at the
     moment a contig is finished, i.e. when the first read of the next contig arrives."""
     reads = [
@@ -109,7 +115,7 @@ def test_edge_uses_the_running_mean_read_length(tmp_path, contigs):
         Read("c2", 20, "100M"),  # mean (40+40+0+100)//4 = 45 when c1 is finished
     ]
     bam = write_bam(tmp_path / "S1.bam", REFS, reads)
-    depth, _ = depth_from_bams([bam], contigs)
+    depth, _ = depth_from_bams([bam], contigs, engine=engine)
     np.testing.assert_allclose(depth[:2, 0], [45 / 910, 1.0], rtol=1e-6)  # c2: window [45, 105), all covered
     if JGI:
         table = tmp_path / "jgi.tsv"
@@ -117,12 +123,14 @@ def test_edge_uses_the_running_mean_read_length(tmp_path, contigs):
         np.testing.assert_allclose(read_depth_table(table, contigs)[0], depth, rtol=1e-5)
 
 
-def test_unindexed_bam_and_bam_with_more_references_are_fine(tmp_path, contigs):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unindexed_bam_and_bam_with_more_references_are_fine(tmp_path, contigs, engine):
     (tmp_path / "a").mkdir()
     indexed = write_bam(tmp_path / "a" / "S1.bam", REFS, hand_reads())
     plain = write_bam(tmp_path / "S1.bam", REFS, hand_reads(), index=False)
     assert not (tmp_path / "S1.bam.bai").exists()
-    np.testing.assert_array_equal(depth_from_bams([plain], contigs)[0], depth_from_bams([indexed], contigs)[0])
+    np.testing.assert_array_equal(depth_from_bams([plain], contigs, engine=engine)[0],
+                                  depth_from_bams([indexed], contigs, engine=engine)[0])
 
 
 def random_reads(rng: np.random.Generator, refs: dict[str, int], n: int) -> list[Read]:
@@ -178,8 +186,10 @@ def test_parallel_equals_serial_and_reports_progress(tmp_path):
     calls: list[tuple[int, int]] = []
     serial, samples = depth_from_bams(bams, contigs, threads=1)
     parallel, samples2 = depth_from_bams(bams, contigs, threads=3, progress=lambda d, t: calls.append((d, t)))
-    assert samples == samples2 == ["S0", "S1", "S2"]
+    with_pysam, samples3 = depth_from_bams(bams, contigs, threads=2, engine="pysam")
+    assert samples == samples2 == samples3 == ["S0", "S1", "S2"]
     np.testing.assert_array_equal(serial, parallel)
+    np.testing.assert_array_equal(serial, with_pysam)
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert (serial > 0).any()
 
@@ -207,6 +217,98 @@ def test_hand_bam_matches_jgi(tmp_path, contigs):
     np.testing.assert_allclose(read_depth_table(table, contigs)[0][:, 0], HAND_DEPTH, rtol=1e-5)
 
 
+# --------------------------------------------------------------------------------- engines
+
+
+def running_mean_reads() -> list[Read]:
+    return [Read("c1", 10, "40M"), Read("c1", 500, "40M"), Read("c1", 600, "40M", flag=0x100, seq_len=0),
+            Read("c2", 20, "100M")]
+
+
+HAND_BAMS = {
+    "hand": hand_reads,
+    "short reads": lambda: [Read("c1", 10, "40M"), Read("c1", 500, "40M")],
+    "running mean": running_mean_reads,
+    "one read": lambda: [Read("c1", 0, "100M")],
+}
+
+
+@pytest.mark.parametrize("reads", HAND_BAMS)
+def test_engines_agree_on_hand_bams(tmp_path, contigs, reads):
+    bam = write_bam(tmp_path / "S1.bam", REFS, HAND_BAMS[reads]())
+    for options in ({}, {"min_identity": 0.9}, {"edge": 0}):
+        results = [depth_from_bams([bam], contigs, engine=e, **options)[0] for e in ("numba", "pysam", "auto")]
+        np.testing.assert_array_equal(results[0], results[1])
+        np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_engines_agree_on_random_bam(tmp_path):
+    rng = np.random.default_rng(11)
+    fasta = write_fasta(tmp_path / "contigs.fna", random_contigs(rng, RANDOM_REFS))
+    contigs = read_contigs(fasta, min_length=100)
+    bam = write_bam(tmp_path / "S1.bam", RANDOM_REFS, random_reads(rng, RANDOM_REFS, 1500))
+    numba_depth = depth_from_bams([bam], contigs, engine="numba")[0]
+    np.testing.assert_array_equal(numba_depth, depth_from_bams([bam], contigs, engine="pysam")[0])
+    assert (numba_depth > 0).sum() == 4  # k3 (152 bp) has a 2-position window: 0
+
+
+def test_cram_gives_the_depths_of_its_bam(tmp_path, caplog):
+    """A CRAM (written by pysam/htslib) of reads whose sequences agree with their CIGAR and NM, and
+    that stay inside their contig (CRAM merges adjacent CIGAR ops, which changes end clipping)."""
+    rng = np.random.default_rng(12)
+    seqs = random_contigs(rng, RANDOM_REFS)
+    fasta = write_fasta(tmp_path / "contigs.fna", seqs)
+    contigs = read_contigs(fasta, min_length=100)
+    reads = random_reads(rng, RANDOM_REFS, 1500)
+    bam = write_bam(tmp_path / "S1.bam", RANDOM_REFS, reads, reference=seqs)
+    cram = bam_to_cram(bam, tmp_path / "S2.cram", fasta)
+    for fai in tmp_path.glob("*.fai"):  # written by htslib for the CRAM encoder
+        fai.unlink()
+    expected = depth_from_bams([bam], contigs, engine="numba")[0][:, 0]
+    assert (expected > 0).sum() == 4
+    caplog.set_level("INFO", logger="deepmetabin.depth")
+    depth, samples = depth_from_bams([bam, cram], contigs, threads=2)  # auto: numba for the BAM, pysam for the CRAM
+    assert samples == ["S1", "S2"]
+    np.testing.assert_array_equal(depth[:, 0], expected)
+    np.testing.assert_array_equal(depth[:, 1], expected)
+    assert "S2.cram: 1" in caplog.text and "engine pysam" in caplog.text
+    assert not list(tmp_path.glob("*.fai"))  # the FASTA was indexed in a temporary folder
+    # a gzipped reference given explicitly, and engine="pysam"
+    gz = tmp_path / "ref.fna.gz"
+    gz.write_bytes(gzip.compress(fasta.read_bytes()))
+    depth, _ = depth_from_bams([cram], contigs, engine="pysam", reference=gz)
+    np.testing.assert_array_equal(depth[:, 0], expected)
+    with pytest.raises(BamError, match="S2.cram: is a CRAM file, which engine='numba' cannot read"):
+        depth_from_bams([cram], contigs, engine="numba")
+    short = write_fasta(tmp_path / "other.fna", {k: v for k, v in seqs.items() if k != "k3"})
+    with pytest.raises(BamError, match="S2.cram: reference 'k3' .* is missing from .*other.fna"):
+        depth_from_bams([cram], contigs, reference=short)
+
+
+def test_long_cigar_in_cg_tag(tmp_path, caplog):
+    """A CIGAR of more than 65535 ops is stored in a CG tag (htslib does it when writing): "auto"
+    falls back to pysam (logged), "numba" refuses the BAM."""
+    refs = {"big": 80000}
+    fasta = write_fasta(tmp_path / "contigs.fna", random_contigs(np.random.default_rng(3), refs))
+    contigs = read_contigs(fasta, min_length=100)
+    bam = write_bam(tmp_path / "S1.bam", refs, [Read("big", 5, "1M1N" * 35000), Read("big", 100, "100M")])
+    # window [75, 79925): the long read covers 35000 odd positions from 5 to 70003, 35 of them before 75
+    expected = (35000 - 35 + 100) / (80000 - 150)
+    caplog.set_level("WARNING", logger="deepmetabin.depth")
+    auto = depth_from_bams([bam], contigs)[0]
+    assert auto[0, 0] == pytest.approx(expected, rel=1e-6)
+    assert "S1.bam: holds CIGARs with more than 65535 operations" in caplog.text
+    np.testing.assert_array_equal(auto, depth_from_bams([bam], contigs, engine="pysam")[0])
+    with pytest.raises(BamError, match="S1.bam: holds CIGARs with more than 65535 operations.*engine='pysam'"):
+        depth_from_bams([bam], contigs, engine="numba")
+
+
+def test_bad_engine(tmp_path, contigs):
+    bam = write_bam(tmp_path / "S1.bam", REFS, [Read("c1", 0, "100M")])
+    with pytest.raises(ValueError, match="engine must be one of"):
+        depth_from_bams([bam], contigs, engine="htslib")
+
+
 # --------------------------------------------------------------------------------- bad BAMs
 
 
@@ -231,13 +333,14 @@ def test_not_a_bam(tmp_path, contigs, name, data):
         depth_from_bams([tmp_path / name], contigs)
 
 
-def test_truncated_bam(tmp_path, contigs):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_truncated_bam(tmp_path, contigs, engine):
     reads = [Read("c1", i % 900, "100M") for i in range(3000)]
     bam = write_bam(tmp_path / "S1.bam", REFS, reads)
     data = bam.read_bytes()
     bam.write_bytes(data[: len(data) // 2])
     with pytest.raises(BamError, match="S1.bam.*truncated"):
-        depth_from_bams([bam], contigs)
+        depth_from_bams([bam], contigs, engine=engine)
 
 
 def test_bam_missing_a_kept_contig(tmp_path, contigs):
@@ -260,12 +363,13 @@ def test_bam_header_not_coordinate_sorted(tmp_path, contigs, so):
         depth_from_bams([bam], contigs)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("so", ["coordinate", None])
-def test_bam_records_out_of_order(tmp_path, contigs, so):
+def test_bam_records_out_of_order(tmp_path, contigs, so, engine):
     reads = [Read("c1", 500, "100M"), Read("c1", 10, "100M")]
     bam = write_bam(tmp_path / "S1.bam", REFS, reads, sort=False, index=False, so=so)
     with pytest.raises(BamError, match="S1.bam.*not sorted.*samtools sort"):
-        depth_from_bams([bam], contigs)
+        depth_from_bams([bam], contigs, engine=engine)
 
 
 def test_duplicate_sample_names(tmp_path, contigs):
