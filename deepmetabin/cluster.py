@@ -5,12 +5,13 @@ contaminated clusters, then small clusters written as unbinned.
   means (on a random sample of at most ``max_fit`` rows for large N, then predicts all rows).
 * :func:`split_contaminated` re-clusters each cluster whose marker-based completeness is above
   ``min_completeness`` and contamination at least ``min_contamination`` (the seed's rule: > 90 %
-  and >= 5 %) into K = (maximum copy number of any marker in the cluster) parts, by k-means in which
-  contigs that share a marker gene can never end in the same part ("cannot-links"). Each assignment
-  step of the marker-carrying contigs is a small 0/1 linear program (``scipy.optimize.milp``,
+  and >= 5 %) into K parts (the fewest parts, from 2 up, that can satisfy every cannot-link: at least
+  the largest copy number of any marker in the cluster), by k-means in which contigs that share a marker gene
+  ("cannot-links", :func:`deepmetabin.markers.cannot_links`) never end in the same part. Each
+  assignment step of the linked contigs is a small 0/1 linear program (``scipy.optimize.milp``,
   HiGHS): minimise the summed squared distance to the part centres subject to "every contig in one
-  part" and "at most one contig per marker per part", so the cannot-links hold by construction.
-  Contigs without markers go to their nearest centre.
+  part" and "two linked contigs never in the same part", so the cannot-links hold by construction;
+  K grows when no assignment exists. Contigs without links go to their nearest centre.
 * :func:`drop_small` marks clusters smaller than ``min_bin_bp`` (default 200 kb) as unbinned (-1).
 """
 from __future__ import annotations
@@ -42,68 +43,59 @@ def gmm(latent: np.ndarray, k: int, *, seed: int = 0, max_fit: int = 200_000, ma
     return model.predict(latent).astype(np.int64)
 
 
-def _marker_matrix(rows: np.ndarray, hits: pd.DataFrame, row_of: dict[str, int]) -> tuple[np.ndarray, sp.csr_matrix]:
-    """For the contigs at ``rows``: which carry markers (positions into ``rows``) and a (markers x those) 0/1 matrix."""
-    local = {r: i for i, r in enumerate(rows)}
-    h = hits[hits["contig"].map(row_of).isin(local.keys())]
-    pos = h["contig"].map(row_of).map(local).to_numpy()
-    carriers = np.unique(pos)
-    col = {p: j for j, p in enumerate(carriers)}
-    mk, mk_index = np.unique(h["marker"].to_numpy(), return_inverse=True)
-    m = sp.csr_matrix((np.ones(len(h)), (mk_index, [col[p] for p in pos])), shape=(len(mk), len(carriers)))
-    m.data[:] = 1.0  # a contig with two genes of one marker still counts once
-    return carriers, m
+def _assign_with_cannot_links(cost: np.ndarray, pairs: np.ndarray) -> np.ndarray | None:
+    """Optimal assignment of c contigs to K parts (cost (c, K)) such that no linked pair shares a part.
 
-
-def _assign_with_cannot_links(cost: np.ndarray, marker_by_contig: sp.csr_matrix) -> np.ndarray | None:
-    """Optimal assignment of c contigs to K parts (cost (c, K)) with <= 1 contig per marker per part; None if infeasible."""
+    ``pairs``: (M, 2) positions into the rows of ``cost``. Returns (c,) parts, or None if infeasible.
+    """
     c, k = cost.shape
-    n_var = c * k  # variable (i, j) at i * k + j
-    one_part = sp.kron(sp.eye(c), np.ones((1, k)))
-    per_marker = sp.kron(marker_by_contig, sp.eye(k))  # (markers * K, c * K)
-    res = milp(
-        cost.ravel(),
-        constraints=[LinearConstraint(one_part, 1, 1), LinearConstraint(per_marker, -np.inf, 1)],
-        integrality=np.ones(n_var), bounds=Bounds(0, 1), options={"time_limit": 60},
-    )
+    one_part = sp.kron(sp.eye(c), np.ones((1, k)))  # variable (i, j) at i * k + j
+    constraints = [LinearConstraint(one_part, 1, 1)]
+    if len(pairs):
+        m = len(pairs)
+        rows = np.repeat(np.arange(m * k), 2)
+        part = np.tile(np.arange(k), m)
+        cols = np.stack([pairs[:, 0].repeat(k) * k + part, pairs[:, 1].repeat(k) * k + part], axis=1).ravel()
+        constraints.append(LinearConstraint(sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(m * k, c * k)), -np.inf, 1))
+    res = milp(cost.ravel(), constraints=constraints, integrality=np.ones(c * k), bounds=Bounds(0, 1), options={"time_limit": 60})
     if res.x is None:
         return None
     return res.x.reshape(c, k).argmax(axis=1)
 
 
-def constrained_kmeans(
-    x: np.ndarray, k: int, marker_by_contig: sp.csr_matrix, carriers: np.ndarray, *, seed: int = 0, max_iter: int = 30
-) -> np.ndarray:
-    """(n,) labels in [0, k') of k-means on (n, d) ``x`` where contigs ``carriers`` (rows of x) sharing a
-    marker (``marker_by_contig``: markers x carriers, 0/1) are never in one part.
+def constrained_kmeans(x: np.ndarray, k: int, pairs: np.ndarray, *, seed: int = 0, max_iter: int = 30) -> np.ndarray:
+    """(n,) labels in [0, k') of k-means on (n, d) ``x`` in which the two rows of every cannot-link
+    pair (``pairs``: (M, 2) row indices of ``x``) always end in different parts.
 
-    If no assignment into ``k`` parts satisfies every cannot-link (a contig set that needs more
-    parts), ``k`` grows by one until one does.
+    If no assignment into ``k`` parts satisfies every pair, ``k`` grows by one until one does.
     """
+    x = np.asarray(x, dtype=np.float64)
     n = len(x)
     rng = np.random.default_rng(seed)
+    carriers = np.unique(pairs) if len(pairs) else np.zeros(0, np.int64)
+    local = np.searchsorted(carriers, pairs) if len(pairs) else pairs.reshape(0, 2)
     free = np.setdiff1d(np.arange(n), carriers)
-    # k-means++-like seeding from the carriers of the most frequent marker: they must be apart anyway
-    counts = np.asarray(marker_by_contig.sum(axis=1)).ravel()
-    top = carriers[marker_by_contig[int(counts.argmax())].indices] if len(carriers) else rng.choice(n, k, replace=False)
-    centres = x[top[:k]].astype(np.float64)
-    while len(centres) < k:
+    # seeds: the endpoints of the most-linked contig's links are pairwise apart anyway
+    if len(carriers):
+        hub = np.bincount(pairs.ravel()).argmax()
+        seeds = np.unique(np.concatenate([[hub], pairs[(pairs == hub).any(1)].ravel()]))
+        centres = x[seeds[:k]]
+    else:
+        centres = x[rng.choice(n, size=min(k, n), replace=False)]
+    while len(centres) < k:  # k-means++ for the rest
         d = ((x[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
         centres = np.vstack([centres, x[rng.choice(n, p=d / d.sum()) if d.sum() > 0 else rng.integers(n)]])
     labels = np.full(n, -1)
     for _ in range(max_iter):
         cost = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+        part = _assign_with_cannot_links(cost[carriers], local) if len(carriers) else np.zeros(0, np.int64)
+        while part is None:
+            centres = np.vstack([centres, x[carriers[rng.integers(len(carriers))]]])
+            cost = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+            part = _assign_with_cannot_links(cost[carriers], local)
         new = np.empty(n, dtype=np.int64)
         new[free] = cost[free].argmin(1)
-        if len(carriers):
-            part = _assign_with_cannot_links(cost[carriers], marker_by_contig)
-            while part is None:
-                k += 1
-                centres = np.vstack([centres, x[carriers[rng.integers(len(carriers))]]])
-                cost = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
-                new[free] = cost[free].argmin(1)
-                part = _assign_with_cannot_links(cost[carriers], marker_by_contig)
-            new[carriers] = part
+        new[carriers] = part
         if np.array_equal(new, labels):
             break
         labels = new
@@ -117,9 +109,8 @@ def constrained_kmeans(
 def split_contaminated(
     latent: np.ndarray,
     labels: np.ndarray,
-    hits: pd.DataFrame,
+    links: np.ndarray,
     quality: pd.DataFrame,
-    ids: np.ndarray,
     *,
     min_completeness: float = 90.0,
     min_contamination: float = 5.0,
@@ -129,23 +120,22 @@ def split_contaminated(
 
     Args:
         latent: (N, d) latent means; labels: (N,) cluster per contig (-1 = unbinned).
-        hits: marker hits, DataFrame(contig, marker, ...) of the single-copy set used for cannot-links.
+        links: (M, 2) cannot-link pairs of contig rows (:func:`deepmetabin.markers.cannot_links`).
         quality: DataFrame(bin, completeness, contamination) in percent, one row per label value.
-        ids: (N,) contig ids (row order of ``latent``).
     """
     labels = np.asarray(labels).copy()
-    row_of = {str(c): i for i, c in enumerate(ids)}
+    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
     bad = quality[(quality["completeness"] > min_completeness) & (quality["contamination"] >= min_contamination)]
     next_label = labels.max() + 1
     for b in bad["bin"]:
         rows = np.flatnonzero(labels == int(b))
-        carriers, m = _marker_matrix(rows, hits, row_of)
-        if not len(carriers):
+        inside = np.isin(links, rows).all(axis=1)
+        if not inside.any():
             continue
-        k = int(np.asarray(m.sum(axis=1)).max())
-        if k < 2:
-            continue
-        parts = constrained_kmeans(latent[rows].astype(np.float64), k, m, carriers, seed=seed)
+        local = np.searchsorted(rows, links[inside])
+        # K starts at 2 and grows to the fewest parts that satisfy every link (a marker with c copies
+        # links c contigs pairwise, so K ends >= the largest copy number of any marker here)
+        parts = constrained_kmeans(latent[rows], 2, local, seed=seed)
         for p in range(1, parts.max() + 1):
             labels[rows[parts == p]] = next_label
             next_label += 1
@@ -153,14 +143,11 @@ def split_contaminated(
     return labels
 
 
-def cannot_link_violations(labels: np.ndarray, hits: pd.DataFrame, ids: np.ndarray) -> int:
-    """Number of (marker, bin) pairs where two different contigs of one bin carry the same marker."""
-    row_of = {str(c): i for i, c in enumerate(ids)}
-    h = hits.assign(row=hits["contig"].map(row_of)).dropna(subset=["row"])
-    h = h.assign(label=labels[h["row"].astype(int).to_numpy()])
-    h = h[h["label"] >= 0].drop_duplicates(["marker", "row"])
-    per = h.groupby(["label", "marker"])["row"].nunique()
-    return int((per > 1).sum())
+def cannot_link_violations(labels: np.ndarray, links: np.ndarray) -> int:
+    """Number of cannot-link pairs whose two contigs share a bin (unbinned contigs never violate)."""
+    links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+    a, b = labels[links[:, 0]], labels[links[:, 1]]
+    return int(((a == b) & (a >= 0)).sum())
 
 
 def drop_small(labels: np.ndarray, lengths: np.ndarray, min_bin_bp: int = 200_000) -> np.ndarray:

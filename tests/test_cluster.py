@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
-from deepmetabin.cluster import cannot_link_violations, constrained_kmeans, drop_small, gmm, split_contaminated, _marker_matrix
+from deepmetabin.cluster import cannot_link_violations, constrained_kmeans, drop_small, gmm, split_contaminated
 
 
 def blobs(n_per=100, k=3, d=4, spread=0.3, seed=0):
@@ -21,51 +21,47 @@ def test_gmm_recovers_separated_blobs():
     assert len(set(gmm(x, 10_000))) <= len(x)  # k capped at N
 
 
-def merged_cluster_with_markers(seed=0, n_markers=40):
-    """Two genomes merged in one cluster; every marker once per genome, plus noise in the latent."""
+def merged_cluster_with_links(seed=0, n_markers=40):
+    """Two genomes merged in one cluster; every marker once per genome (a link between the two
+    carriers), and the genomes overlap in the latent space."""
     rng = np.random.default_rng(seed)
-    x, genome = blobs(n_per=120, k=2, d=4, spread=1.4, seed=seed)  # overlapping
-    ids = np.array([f"c{i}" for i in range(len(x))])
-    rows = []
-    for m in range(n_markers):
-        for g in (0, 1):
-            rows.append((ids[rng.choice(np.flatnonzero(genome == g))], f"M{m}"))
-    hits = pd.DataFrame(rows, columns=["contig", "marker"]).drop_duplicates()
-    return x, genome, ids, hits
+    x, genome = blobs(n_per=120, k=2, d=4, spread=1.4, seed=seed)
+    a = rng.choice(np.flatnonzero(genome == 0), size=n_markers)
+    b = rng.choice(np.flatnonzero(genome == 1), size=n_markers)
+    links = np.unique(np.sort(np.stack([a, b], 1), axis=1), axis=0)
+    return x, genome, links
 
 
 def test_constrained_kmeans_never_breaks_a_cannot_link():
-    x, genome, ids, hits = merged_cluster_with_markers()
-    row_of = {c: i for i, c in enumerate(ids)}
-    carriers, m = _marker_matrix(np.arange(len(x)), hits, row_of)
-    parts = constrained_kmeans(x, 2, m, carriers, seed=0)
-    assert cannot_link_violations(parts, hits, ids) == 0
-    assert cannot_link_violations(np.zeros(len(x), int), hits, ids) > 0  # the merged cluster violated them
+    x, genome, links = merged_cluster_with_links()
+    assert cannot_link_violations(np.zeros(len(x), int), links) == len(links)
+    parts = constrained_kmeans(x, 2, links, seed=0)
+    assert cannot_link_violations(parts, links) == 0
     assert adjusted_rand_score(genome, parts) > 0.5
+    plain = constrained_kmeans(x, 2, np.zeros((0, 2), np.int64), seed=0)  # without links: plain k-means
+    assert len(set(plain)) == 2
 
 
-def test_three_copies_on_one_contig_set_grows_k_until_feasible():
+def test_triangle_of_links_grows_k_until_feasible():
     x, _ = blobs(n_per=20, k=1, d=2)
-    ids = np.array([f"c{i}" for i in range(len(x))])
-    # contigs 0,1,2 pairwise share markers (a triangle): two parts cannot separate them
-    hits = pd.DataFrame({"contig": ["c0", "c1", "c1", "c2", "c2", "c0"], "marker": ["A", "A", "B", "B", "C", "C"]})
-    carriers, m = _marker_matrix(np.arange(len(x)), hits, {c: i for i, c in enumerate(ids)})
-    parts = constrained_kmeans(x, 2, m, carriers)
+    links = np.array([[0, 1], [1, 2], [0, 2]])  # three contigs pairwise linked: two parts cannot hold them
+    parts = constrained_kmeans(x, 2, links)
     assert len({parts[0], parts[1], parts[2]}) == 3
-    assert cannot_link_violations(parts, hits, ids) == 0
+    assert cannot_link_violations(parts, links) == 0
 
 
 def test_split_contaminated_only_touches_flagged_bins():
-    x, genome, ids, hits = merged_cluster_with_markers()
+    x, genome, links = merged_cluster_with_links()
     labels = np.zeros(len(x), dtype=int)
-    labels[:10] = 1  # a second, clean bin
+    clean_rows = np.setdiff1d(np.arange(len(x)), links.ravel())[:10]
+    labels[clean_rows] = 1  # a second, clean bin
     quality = pd.DataFrame({"bin": [0, 1], "completeness": [99.0, 20.0], "contamination": [95.0, 0.0]})
-    new = split_contaminated(x, labels, hits, quality, ids)
-    assert set(new[:10]) == {1}
-    assert len(set(new[10:])) == 2
-    assert cannot_link_violations(np.where(labels == 1, -1, new), hits, ids) == 0
+    new = split_contaminated(x, labels, links, quality)
+    assert set(new[clean_rows]) == {1}
+    assert len(set(np.delete(new, clean_rows))) == 2
+    assert cannot_link_violations(new, links) == 0
     clean = quality.assign(contamination=[1.0, 0.0])
-    assert np.array_equal(split_contaminated(x, labels, hits, clean, ids), labels)
+    assert np.array_equal(split_contaminated(x, labels, links, clean), labels)
 
 
 def test_drop_small_unbins_and_renumbers_by_size():
