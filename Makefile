@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup clean bench-features
+.PHONY: demo test setup clean bench-features bench-markers
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 bench-features: $(STAMP)
 	$(BIN)/python benchmarks/bench_tnf.py
+
+bench-markers: $(STAMP)
+	$(BIN)/python benchmarks/bench_markers.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

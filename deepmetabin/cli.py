@@ -59,7 +59,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--contigs", required=True, type=Path, help="assembly FASTA (.fna/.fa, optionally .gz)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--bam", nargs="+", type=Path, help="sorted, indexed BAM files, one per sample")
+    src.add_argument("--bam", nargs="+", type=Path, help="coordinate-sorted BAM or CRAM files, one per sample (reads of that sample mapped to these contigs)")
     src.add_argument("--depth", type=Path, help="depth table: MetaBAT jgi_summarize_bam_contig_depths or VAMB/strobealign --aemb TSV")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
     p.add_argument("--min-length", type=int, default=1000, help="minimum contig length in bp (default 1000)")
@@ -119,9 +119,87 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ graph
+def _add_graph(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "graph",
+        help="build the refined k-NN contig graph of a run folder (graph.npz, graph_labels.tsv)",
+        description="Build the k-NN graph of the run's feature matrix, refine it (DBSCAN seeds, label "
+        "propagation, removal of edges between labels) and add graph.npz and graph_labels.tsv to the run folder.",
+    )
+    p.add_argument("--run", required=True, type=Path, help="run folder made by `deepmetabin features`")
+    p.add_argument("--k", type=int, default=3, help="neighbours per contig (default 3)")
+    p.add_argument("--eps", type=float, default=None, help="seed radius in feature distance (default: from --eps-quantile)")
+    p.add_argument("--eps-quantile", type=float, default=None,
+                   help="seed radius as this quantile of the nearest-neighbour distances (default 0.05)")
+    p.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples for seed clusters (default 2)")
+    p.add_argument("--max-distance", type=float, default=None, help="also remove edges longer than this (default: no cut)")
+    p.add_argument("--method", choices=("auto", "exact", "approx"), default="auto",
+                   help="k-NN search: exact up to 50,000 contigs, approximate (NN-descent) above (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the approximate index (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all available cores)")
+
+
+def _run_graph(args: argparse.Namespace) -> int:
+    from .pipeline import graph_stage
+
+    t0 = time.perf_counter()
+    with _tqdm_progress("k-NN", "contig", enabled=not args.quiet) as prog:
+        manifest = graph_stage(
+            args.run, k=args.k, eps=args.eps, eps_quantile=args.eps_quantile, min_samples=args.min_samples,
+            max_distance=args.max_distance, method=args.method, seed=args.seed, threads=_threads(args.threads),
+            progress=prog,
+        )
+    c = manifest["stages"]["graph"]["counts"]
+    n = max(1, c["n_contigs"])
+    print(
+        f"graph: {c['n_contigs']:,} contigs, k={args.k}: {c['edges_knn']:,} edges -> {c['edges']:,} after refinement, "
+        f"{c['contigs_with_edge'] / n:.1%} of contigs with an edge, {c['seed_clusters']:,} seed clusters "
+        f"-> {args.run / 'graph.npz'} ({time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- markers
+_MARKER_SETS = ("sc107", "checkm_bacteria", "uni56")  # deepmetabin.markers.MARKER_SETS (not imported: fast start)
+
+
+def _add_markers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "markers",
+        help="find single-copy marker genes on the run's contigs (markers.tsv)",
+        description="Call genes (pyrodigal, metagenomic mode) on every contig of a run folder, search them "
+        "with the marker HMM sets shipped in deepmetabin (pyhmmer) and write markers.tsv. Reused when the "
+        "contigs and marker sets are unchanged.",
+    )
+    p.add_argument("--run", required=True, type=Path, help="run folder made by `deepmetabin features`")
+    p.add_argument("--sets", nargs="+", choices=_MARKER_SETS, default=list(_MARKER_SETS[:2]),
+                   help="marker sets: sc107 (genome count, cannot-links), checkm_bacteria (quality), uni56 "
+                   "(bacteria + archaea count) (default: sc107 checkm_bacteria)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all available cores)")
+
+
+def _run_markers(args: argparse.Namespace) -> int:
+    from .pipeline import markers_stage
+
+    t0 = time.perf_counter()
+    with _tqdm_progress("markers", "bp", enabled=not args.quiet) as prog:
+        manifest = markers_stage(args.run, threads=_threads(args.threads), marker_sets=args.sets, progress=prog)
+    st = manifest["stages"]["markers"]
+    found = ", ".join(f"{s}: {st['n_markers_found'][s]} markers / {n} genes" for s, n in st["n_hits"].items())
+    est = st["genomes_estimate"]
+    print(
+        f"markers: {found}; about {est['value']} genomes ({est['set']}) -> {args.run / 'markers.tsv'} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "features": (_add_features, _run_features),
+    "graph": (_add_graph, _run_graph),
     "evaluate": (_add_evaluate, _run_evaluate),
+    "markers": (_add_markers, _run_markers),
 }
 
 

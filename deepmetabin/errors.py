@@ -29,5 +29,17 @@ class DepthTableError(DeepMetaBinError):
     """A depth table is malformed, has missing/extra contigs, or holds NaN/negative/non-numeric values."""
 
 
+class GraphError(DeepMetaBinError):
+    """A contig graph cannot be built or used: too few contigs for k, NaN/inf features, a bad graph file."""
+
+
 class RunFolderError(DeepMetaBinError):
     """A run folder is missing artefacts, or an artefact belongs to other contigs (hash mismatch)."""
+
+
+class MarkerDataError(DeepMetaBinError):
+    """The marker HMM data shipped inside the package is missing or damaged (a broken install)."""
+
+
+class MarkerCacheError(DeepMetaBinError):
+    """A markers file in a run folder is missing, damaged or belongs to other contigs."""

@@ -125,3 +125,243 @@ def load_contigs(run_dir: str | os.PathLike[str]) -> Contigs:
     samples = load_manifest(run_dir)["stages"]["features"]["params"]["samples"]
     depth = frame[[f"depth:{s}" for s in samples]].to_numpy(np.float32)
     return contigs.with_depth(depth, samples)
+
+
+def graph_stage(
+    run_dir: str | os.PathLike[str],
+    *,
+    k: int = 3,
+    eps: float | None = None,
+    eps_quantile: float | None = None,
+    min_samples: int | None = None,
+    max_distance: float | None = None,
+    method: str = "auto",
+    seed: int = 0,
+    threads: int = 1,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Add ``graph.npz`` (refined k-NN graph, see :mod:`deepmetabin.graph`) and ``graph_labels.tsv``
+    (contig, seed cluster, propagated label, k-NN and refined degree) to a run folder; return the manifest.
+
+    ``None`` options take the defaults of :func:`deepmetabin.graph.refine`.
+    """
+    from ._io import write_text
+    from . import graph as G
+
+    t0 = time.perf_counter()
+    manifest = require_stage(run_dir, "features", "deepmetabin features")
+    x = load_array(run_dir, "features")
+    ids = load_frame(run_dir)["contig"].to_numpy()
+    knn = G.knn_graph(x, k, method=method, seed=seed, threads=threads, ids=ids, progress=progress)
+    opts: dict[str, Any] = {"eps": eps, "max_distance": max_distance}
+    if eps_quantile is not None:
+        opts["eps_quantile"] = eps_quantile
+    if min_samples is not None:
+        opts["min_samples"] = min_samples
+    refined = G.refine(knn, **opts)
+    G.save_graph(Path(run_dir) / "graph.npz", refined, ids_hash=manifest["ids_hash"])
+    labels = pd.DataFrame({
+        "contig": ids, "seed": refined.seeds, "label": refined.labels,
+        "degree_knn": G.degree(knn), "degree": G.degree(refined.graph),
+    })
+    write_text(Path(run_dir) / "graph_labels.tsv", labels.to_csv(sep="\t", index=False))
+    return record_stage(
+        run_dir, manifest, "graph",
+        params={"k": k, "method": method, "seed": seed, **refined.params},
+        outputs={"graph": "graph.npz", "labels": "graph_labels.tsv"},
+        seconds=time.perf_counter() - t0,
+        extra={"counts": refined.counts},
+    )
+
+
+def load_run_graph(run_dir: str | os.PathLike[str]) -> Any:
+    """The run's refined graph (a :class:`deepmetabin.graph.Refined`), checked against the run's contigs."""
+    from .graph import load_graph
+
+    manifest = require_stage(run_dir, "graph", "deepmetabin graph --run DIR")
+    return load_graph(Path(run_dir) / "graph.npz", ids_hash=manifest["ids_hash"])
+
+
+def markers_stage(
+    run_dir: str | os.PathLike[str],
+    *,
+    threads: int = 1,
+    marker_sets: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Add ``markers.tsv`` (single-copy marker hits, :mod:`deepmetabin.markers`) to a run folder.
+
+    Hits are reused when ``markers.tsv`` is intact and was made from the same contig sequences and
+    marker set versions; a damaged file is recomputed. ``marker_sets`` default: ``sc107`` (genome count,
+    cannot-links) and ``checkm_bacteria`` (completeness / contamination).
+    """
+    from .markers import DEFAULT_STAGE_SETS, cache_key, cached_markers, estimate_genomes
+
+    t0 = time.perf_counter()
+    sets = tuple(marker_sets or DEFAULT_STAGE_SETS)
+    contigs = load_contigs(run_dir)
+    manifest = load_manifest(run_dir)
+    hits = cached_markers(contigs, Path(run_dir) / "markers.tsv", marker_sets=sets, threads=threads, progress=progress)
+    count_set = "sc107" if "sc107" in hits else sets[0]
+    return record_stage(
+        run_dir, manifest, "markers",
+        params={"marker_sets": cache_key(contigs, sets)["sets"]},
+        outputs={"markers": "markers.tsv"},
+        seconds=time.perf_counter() - t0,
+        extra={
+            "n_hits": {s: len(h) for s, h in hits.items()},
+            "n_markers_found": {s: int(h["marker"].nunique()) for s, h in hits.items()},
+            "genomes_estimate": {"set": count_set, "value": estimate_genomes(hits[count_set])},
+        },
+    )
+
+
+def load_markers(run_dir: str | os.PathLike[str], marker_set: str = "sc107") -> pd.DataFrame:
+    """The run's hits table of ``marker_set`` (:data:`deepmetabin.markers.COLUMNS`), checked against the run.
+
+    Raises:
+        RunFolderError: the markers stage has not run, its file is damaged, belongs to other contigs, or
+            lacks ``marker_set``.
+    """
+    from .errors import MarkerCacheError
+    from .markers import read_markers
+
+    manifest = require_stage(run_dir, "markers", "deepmetabin markers --run DIR")
+    path = Path(run_dir) / "markers.tsv"
+    try:
+        key, hits = read_markers(path)
+    except MarkerCacheError as exc:
+        raise RunFolderError(str(exc)) from None
+    if key.get("ids_hash") != manifest["ids_hash"]:
+        raise RunFolderError(f"{path}: belongs to other contigs than {run_dir}/manifest.json; run `deepmetabin markers --run DIR` again")
+    if marker_set not in hits:
+        raise RunFolderError(
+            f"{path}: has no '{marker_set}' hits (it has {sorted(hits)}); run `deepmetabin markers --run DIR --sets {marker_set}`"
+        )
+    return hits[marker_set]
+
+
+# ------------------------------------------------------------------------------------ training
+def train_stage(
+    run_dir: str | os.PathLike[str],
+    config: Any = None,
+    *,
+    resume: bool = True,
+    callbacks: Sequence[Callable[[Any], None]] = (),
+    stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Train the GMVAE on the run's features and refined graph; write ``model.pt``, ``latent.npy``
+    (N x d float32 latent means) and ``history.parquet`` (one row per epoch); return the manifest.
+
+    A checkpoint ``train.ckpt`` is written every ``config.checkpoint_every`` epochs; with ``resume``
+    a killed run continues from it (same settings and contigs required).
+    """
+    from .train import TrainConfig, train
+
+    config = config or TrainConfig()
+    t0 = time.perf_counter()
+    manifest = require_stage(run_dir, "graph", "deepmetabin graph --run DIR")
+    x = load_array(run_dir, "features")
+    graph = load_run_graph(run_dir).graph
+    run = Path(run_dir)
+    trained = train(x, graph, config, callbacks=callbacks, checkpoint=run / "train.ckpt", resume=resume,
+                    ids_hash=manifest["ids_hash"], stop=stop)
+    trained.save(run / "model.pt")
+    save_npy(run / "latent.npy", trained.transform(x))
+    save_parquet(run / "history.parquet", trained.history, metadata={"ids_hash": manifest["ids_hash"]})
+    from dataclasses import asdict
+
+    manifest = load_manifest(run_dir)
+    return record_stage(
+        run_dir, manifest, "train",
+        params=json_safe(asdict(config)),
+        outputs={"model": "model.pt", "latent": "latent.npy", "history": "history.parquet"},
+        seconds=time.perf_counter() - t0,
+        extra={"epochs_run": int(len(trained.history)), "best_epoch": int(trained.best_epoch), "device": trained.device,
+               "bandwidth": float(trained.extra["bandwidth"])},
+    )
+
+
+def json_safe(obj: Any) -> Any:
+    """Tuples -> lists, numpy scalars -> Python numbers, recursively (for manifest.json)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# ------------------------------------------------------------------------ clustering + export
+def bins_stage(
+    run_dir: str | os.PathLike[str],
+    *,
+    k_factor: float = 7 / 8,
+    split: bool = True,
+    min_completeness: float = 90.0,
+    min_contamination: float = 5.0,
+    min_bin_bp: int = 200_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Cluster the latent means into bins and write them; return the manifest.
+
+    K = round(``k_factor`` x the genome count estimated from ``sc107`` markers). Without any marker
+    hit, K = the number of GMVAE components that hold the most probable component of at least 1 %
+    of the contigs (a warning is logged). Then: GMM -> split of contaminated clusters with
+    cannot-links (``split``) -> clusters < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
+    ``bins.cami``, ``unbinned.tsv``, ``quality.tsv`` and ``bins/<bin>.fna``.
+    """
+    from .bins import BinSet
+    from .cluster import cannot_link_violations, drop_small, gmm, split_contaminated
+    from .markers import cannot_links, estimate_genomes
+    from .quality import bin_quality
+
+    t0 = time.perf_counter()
+    require_stage(run_dir, "train", "deepmetabin train --run DIR")
+    manifest = require_stage(run_dir, "markers", "deepmetabin markers --run DIR")
+    run = Path(run_dir)
+    latent = np.load(run / "latent.npy")
+    contigs = load_contigs(run_dir)
+    sc, checkm = load_markers(run_dir, "sc107"), load_markers(run_dir, "checkm_bacteria")
+    estimate = estimate_genomes(sc)
+    if estimate > 0:
+        k, k_rule = max(1, int(round(k_factor * estimate))), f"round({k_factor:.3g} x {estimate} genomes from sc107 markers)"
+    else:
+        from .train import Trained
+
+        proba = Trained.load(run / "model.pt", ids_hash=manifest["ids_hash"]).predict_proba(load_array(run_dir, "features"))
+        share = np.bincount(proba.argmax(1), minlength=proba.shape[1]) / len(proba)
+        k, k_rule = max(1, int((share >= 0.01).sum())), "no marker genes found: GMVAE components holding >= 1% of contigs"
+        log.warning("%s: no single-copy marker gene found; K = %d (%s)", run_dir, k, k_rule)
+    labels = gmm(latent, k, seed=seed)
+    quality = bin_quality(labels, checkm, contigs)
+    links = cannot_links(sc, contigs)
+    n_clusters = int(labels.max()) + 1
+    if split:
+        labels = split_contaminated(latent, labels, links, quality, min_completeness=min_completeness,
+                                    min_contamination=min_contamination, seed=seed)
+    labels = drop_small(labels, contigs.lengths, min_bin_bp)
+    binset = BinSet.from_labels(contigs.ids, labels)
+    named = np.where(binset.assignment == "", None, binset.assignment)
+    quality = bin_quality(named, checkm, contigs)
+    binset.write_tsv(run / "bins.tsv")
+    binset.write_cami(run / "bins.cami", sample_id=run.name)
+    binset.write_unbinned(run / "unbinned.tsv")
+    from ._io import write_text
+
+    write_text(run / "quality.tsv", quality.to_csv(sep="\t", index=False, float_format="%.2f"))
+    binset.write_fasta(run / "bins", contigs)
+    binned_bp = float(contigs.lengths[labels >= 0].sum() / contigs.total_bp)
+    manifest = load_manifest(run_dir)
+    return record_stage(
+        run_dir, manifest, "bins",
+        params={"k_factor": k_factor, "split": split, "min_completeness": min_completeness,
+                "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed},
+        outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins"},
+        seconds=time.perf_counter() - t0,
+        extra={"k": k, "k_rule": k_rule, "genomes_estimate": int(estimate), "gmm_clusters": n_clusters,
+               "n_bins": len(binset.bins), "high": int((quality["tier"] == "high").sum()),
+               "medium": int((quality["tier"] == "medium").sum()), "binned_bp": binned_bp,
+               "cannot_link_violations": cannot_link_violations(labels, links)},
+    )
