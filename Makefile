@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/deepmetabin features --contigs data/demo/contigs.fna.gz --depth data/demo/depth.tsv --out runs/demo --force
+	$(BIN)/deepmetabin bin --contigs data/demo/contigs.fna.gz --depth data/demo/depth.tsv --out runs/demo --force
+	@echo "--- score against the demo truth (data/demo/truth.tsv) ---"
+	$(BIN)/deepmetabin evaluate --bins runs/demo/bins.tsv --truth data/demo/truth.tsv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

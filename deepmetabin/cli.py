@@ -33,7 +33,7 @@ def _tqdm_progress(desc: str, unit: str = "it", enabled: bool = True) -> Iterato
         if not enabled:
             return
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, file=sys.stderr)
+            bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, file=sys.stderr, disable=None)
         bar.total = total
         bar.n = done
         bar.refresh()
@@ -195,11 +195,144 @@ def _run_markers(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the GMVAE on a run folder (model.pt, latent.npy, history.parquet)")
+    p.add_argument("--run", required=True, type=Path, help="run folder with features and graph")
+    _add_train_options(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run's training checkpoint (train.ckpt)")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 200; early stopping on held-out loss)")
+    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default 256)")
+    p.add_argument("--latent", type=int, default=None, help="latent dimension (default 32)")
+    p.add_argument("--components", type=int, default=None, help="GMVAE mixture components K (default 32)")
+    p.add_argument("--neighbour-weight", type=float, default=None, help="weight of the neighbour must-link term (default 1.0; 0 = off)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same bins on CPU)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all available cores)")
+
+
+def _train_config(args: argparse.Namespace) -> "object":
+    from .train import TrainConfig
+
+    opts = {"epochs": args.epochs, "batch_size": args.batch_size, "latent": args.latent, "k": args.components,
+            "neighbour_weight": args.neighbour_weight}
+    return TrainConfig(seed=args.seed, threads=_threads(args.threads), device=args.device,
+                       **{k: v for k, v in opts.items() if v is not None})
+
+
+@contextmanager
+def _epoch_bar(enabled: bool, epochs: int) -> Iterator[Callable[[object], None]]:
+    """An epoch callback drawing a tqdm bar, created at the first epoch (after earlier stages' bars)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_epoch(event) -> None:  # type: ignore[no-untyped-def]
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=epochs, desc="train", unit="epoch", leave=False, file=sys.stderr, disable=None if enabled else True)
+        bar.set_postfix(loss=f"{event.losses['loss']:.3f}", val=f"{event.losses['val_rec']:.3f}", dev=event.device)
+        bar.update(1)
+
+    try:
+        yield on_epoch
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .pipeline import train_stage
+
+    config = _train_config(args)
+    t0 = time.perf_counter()
+    with _epoch_bar(not args.quiet, config.epochs) as on_epoch:
+        manifest = train_stage(args.run, config, resume=args.resume, callbacks=[on_epoch])
+    st = manifest["stages"]["train"]
+    print(f"train: {st['epochs_run']} epochs (best {st['best_epoch']}) on {st['device']} -> {args.run / 'model.pt'}, "
+          f"latent.npy, history.parquet ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- bin
+def _add_bin(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bin", help="run every stage: contigs + depth -> bins (FASTA, bins.tsv, CAMI, quality.tsv)",
+        description="Features -> refined k-NN graph -> marker genes -> GMVAE -> GMM + constrained k-means -> bins. "
+        "Each stage is cached in the run folder --out and skipped when unchanged; --resume continues a killed run.",
+    )
+    p.add_argument("--contigs", required=True, type=Path, help="assembly FASTA (.fna/.fa, optionally .gz)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bam", nargs="+", type=Path, help="coordinate-sorted BAM or CRAM files, one per sample")
+    src.add_argument("--depth", type=Path, help="depth table: MetaBAT jgi_summarize_bam_contig_depths or VAMB/strobealign --aemb TSV")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--min-length", type=int, default=1000, help="minimum contig length in bp (default 1000)")
+    p.add_argument("--min-bin-size", type=int, default=200_000, help="bins below this many bp are written as unbinned (default 200000)")
+    p.add_argument("--no-split", action="store_true", help="skip the constrained k-means split of contaminated clusters")
+    _add_train_options(p)
+    p.add_argument("--resume", action="store_true", help="continue or reuse an existing run folder of the same inputs")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+
+
+def _run_bin(args: argparse.Namespace) -> int:
+    import resource
+
+    from .pipeline import Config, run
+
+    threads = _threads(args.threads)
+    config = Config(min_length=args.min_length, min_bin_bp=args.min_bin_size, split=not args.no_split, seed=args.seed,
+                    threads=threads, train=_train_config(args))
+    times: dict[str, float] = {}
+    started: dict[str, float] = {}
+
+    def on_stage(stage: str, what: str) -> None:
+        if what == "start":
+            started[stage] = time.perf_counter()
+            print(f"[{stage}] ...", file=sys.stderr, flush=True)
+        elif what == "done":
+            times[stage] = time.perf_counter() - started[stage]
+            print(f"[{stage}] done in {times[stage]:.1f} s", file=sys.stderr, flush=True)
+        else:
+            print(f"[{stage}] unchanged, reused", file=sys.stderr, flush=True)
+
+    bars = []
+
+    def progress_for(stage: str):  # type: ignore[no-untyped-def]
+        cm = _tqdm_progress(stage, enabled=not args.quiet)
+        bars.append(cm)
+        return cm.__enter__()
+
+    t0 = time.perf_counter()
+    try:
+        with _epoch_bar(not args.quiet, config.train.epochs) as on_epoch:
+            result = run(args.contigs, args.out, bams=args.bam, depth_table=args.depth, config=config, resume=args.resume,
+                         force=args.force, device=args.device, on_stage=on_stage, progress_for=progress_for,
+                         train_callbacks=[on_epoch])
+    finally:
+        for cm in bars:
+            cm.__exit__(None, None, None)
+    s = result.summary()
+    st = result.manifest["stages"]["bins"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"bins: {s['bins']}   high quality (>90%/<5%): {s['high']}   medium (>=50%/<10%): {s['medium']}   "
+          f"binned bp: {100 * s['binned_bp']:.1f}%   K: {st['k']} ({st['k_rule']})")
+    print("stage      seconds")
+    for stage, sec in s["seconds"].items():
+        print(f"{stage:<10} {times.get(stage, sec or 0):8.1f}{'' if stage in times else '  (reused)'}")
+    print(f"total      {time.perf_counter() - t0:8.1f}   peak RAM {peak:.0f} MB -> {args.out}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
+    "bin": (_add_bin, _run_bin),
     "features": (_add_features, _run_features),
     "graph": (_add_graph, _run_graph),
     "evaluate": (_add_evaluate, _run_evaluate),
     "markers": (_add_markers, _run_markers),
+    "train": (_add_train, _run_train),
 }
 
 
@@ -233,3 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

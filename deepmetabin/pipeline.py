@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -365,3 +366,199 @@ def bins_stage(
                "medium": int((quality["tier"] == "medium").sum()), "binned_bp": binned_bp,
                "cannot_link_violations": cannot_link_violations(labels, links)},
     )
+
+
+# ------------------------------------------------------------------------------ whole pipeline
+@dataclass
+class Config:
+    """Settings of a whole ``deepmetabin bin`` run (each stage's part is compared to decide reuse)."""
+
+    min_length: int = 1000
+    k: int = 3
+    train: Any = None  # TrainConfig; None = defaults
+    k_factor: float = 7 / 8
+    split: bool = True
+    min_completeness: float = 90.0
+    min_contamination: float = 5.0
+    min_bin_bp: int = 200_000
+    seed: int = 0
+    threads: int = 1
+
+    def stage_requests(self) -> dict[str, dict[str, Any]]:
+        from dataclasses import asdict
+
+        from .train import TrainConfig
+
+        tc = self.train or TrainConfig(seed=self.seed)
+        return {
+            "features": {"min_length": self.min_length},
+            "graph": {"k": self.k, "seed": self.seed},
+            "markers": {},
+            "train": json_safe({k: v for k, v in asdict(tc).items() if k not in ("threads", "device")}),
+            "bins": {"k_factor": self.k_factor, "split": self.split, "min_completeness": self.min_completeness,
+                     "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed},
+        }
+
+
+STAGES = ("features", "graph", "markers", "train", "bins")
+_UPSTREAM = {"features": (), "graph": ("features",), "markers": ("features",), "train": ("graph",), "bins": ("train", "markers")}
+
+
+def _inputs_signature(contigs: str | os.PathLike[str], bams: Sequence[str | os.PathLike[str]] | None,
+                      depth_table: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Checksums (sizes and times for BAMs) of the inputs; a missing file reads as None (its stage reports it)."""
+    def sha(p: str | os.PathLike[str] | None) -> str | None:
+        return file_sha256(p) if p is not None and Path(p).is_file() else None
+
+    sig: dict[str, Any] = {"contigs": sha(contigs)}
+    if bams:
+        sig["bams"] = [{"name": Path(b).name, "size": Path(b).stat().st_size, "mtime": int(Path(b).stat().st_mtime)}
+                       if Path(b).is_file() else None for b in bams]
+    else:
+        sig["depth_table"] = sha(depth_table)
+    return sig
+
+
+def run(
+    contigs: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    bams: Sequence[str | os.PathLike[str]] | None = None,
+    depth_table: str | os.PathLike[str] | None = None,
+    config: Config | None = None,
+    resume: bool = False,
+    force: bool = False,
+    device: str = "auto",
+    on_stage: Callable[[str, str], None] | None = None,
+    progress_for: Callable[[str], Any] | None = None,
+    train_callbacks: Sequence[Callable[[Any], None]] = (),
+) -> "Run":
+    """Run every stage (features -> graph -> markers -> train -> bins) into run folder ``out``.
+
+    A stage is skipped when it already finished with the same settings and none of its upstream
+    stages ran again; a killed run continues where it stopped (training from its checkpoint) when
+    called again with ``resume=True``. An ``out`` that holds a run of other inputs is refused
+    unless ``force``.
+
+    Args:
+        on_stage: called ``(stage, "start" | "skip" | "done")``.
+        progress_for: ``stage -> progress(done, total)`` callback factory (e.g. tqdm bars).
+        train_callbacks: epoch callbacks of the training loop.
+    """
+    from .markers import DEFAULT_STAGE_SETS
+    from .train import TrainConfig
+
+    config = config or Config()
+    out = Path(out)
+    requests = config.stage_requests()
+    signature = _inputs_signature(contigs, bams, depth_table)
+    manifest = load_manifest(out, must_exist=False)
+    if manifest and not force:
+        same = manifest.get("signature") == signature
+        if not same:
+            raise RunFolderError(f"{out}: already holds a run of other inputs or settings; choose another --out or pass --force to replace it")
+        if not resume:
+            raise RunFolderError(f"{out}: already holds a run of these inputs; pass --resume to continue or reuse it, or --force to start over")
+    rerun: set[str] = set()
+
+    def note(stage: str, what: str) -> None:
+        if on_stage:
+            on_stage(stage, what)
+
+    def needed(stage: str) -> bool:
+        st = load_manifest(out, must_exist=False).get("stages", {}).get(stage) if out.exists() else None
+        return (force and stage == "features") or not st or st.get("status") != "done" or st.get("request") != requests[stage] \
+            or any(u in rerun for u in _UPSTREAM[stage])
+
+    def mark(stage: str) -> None:
+        m = load_manifest(out)
+        m["stages"][stage]["request"] = requests[stage]
+        if stage == "features":
+            m["signature"] = signature
+        from ._io import write_json
+
+        write_json(out / "manifest.json", m)
+        rerun.add(stage)
+
+    prog = progress_for or (lambda stage: None)
+    tc = replace(config.train or TrainConfig(seed=config.seed), device=device, threads=config.threads)
+    for stage in STAGES:
+        if not needed(stage):
+            note(stage, "skip")
+            continue
+        note(stage, "start")
+        if stage == "features":
+            features_stage(contigs, out, bams=bams, depth_table=depth_table, min_length=config.min_length,
+                           threads=config.threads, force=True, depth_progress=prog("depth"), tnf_progress=prog("tnf"))
+        elif stage == "graph":
+            graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, progress=prog("graph"))
+        elif stage == "markers":
+            markers_stage(out, threads=config.threads, marker_sets=DEFAULT_STAGE_SETS, progress=prog("markers"))
+        elif stage == "train":
+            train_stage(out, tc, resume=True, callbacks=train_callbacks)
+        else:
+            bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
+                       min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed)
+        mark(stage)
+        note(stage, "done")
+    return Run.load(out)
+
+
+@dataclass
+class Run:
+    """A finished (or partial) run folder, for notebooks and the app: ``Run.load(path)``."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Run":
+        return cls(Path(path), load_manifest(path))
+
+    def done(self, stage: str) -> bool:
+        return self.manifest.get("stages", {}).get(stage, {}).get("status") == "done"
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return load_frame(self.path)
+
+    @property
+    def features(self) -> np.ndarray:
+        return load_array(self.path, "features")
+
+    @property
+    def latent(self) -> np.ndarray:
+        require_stage(self.path, "train", "deepmetabin train --run DIR")
+        return np.load(self.path / "latent.npy")
+
+    @property
+    def history(self) -> pd.DataFrame:
+        require_stage(self.path, "train", "deepmetabin train --run DIR")
+        return pd.read_parquet(self.path / "history.parquet")
+
+    @property
+    def graph(self) -> Any:
+        return load_run_graph(self.path)
+
+    def markers(self, marker_set: str = "sc107") -> pd.DataFrame:
+        return load_markers(self.path, marker_set)
+
+    @property
+    def quality(self) -> pd.DataFrame:
+        require_stage(self.path, "bins", "deepmetabin bin")
+        return pd.read_csv(self.path / "quality.tsv", sep="\t")
+
+    def bins(self) -> Any:
+        """The automatic bins as a :class:`deepmetabin.bins.BinSet`."""
+        from .bins import BinSet
+        from .evaluate import read_binning
+
+        require_stage(self.path, "bins", "deepmetabin bin")
+        return BinSet.from_frame(self.frame["contig"].to_numpy(), read_binning(self.path / "bins.tsv"))
+
+    def summary(self) -> dict[str, Any]:
+        """Bins, HQ/MQ counts, binned bp share and seconds per stage."""
+        st = self.manifest.get("stages", {})
+        b = st.get("bins", {})
+        return {"bins": b.get("n_bins"), "high": b.get("high"), "medium": b.get("medium"), "binned_bp": b.get("binned_bp"),
+                "seconds": {s: st[s].get("seconds") for s in STAGES if s in st}}

@@ -1,0 +1,112 @@
+"""`deepmetabin bin` end to end on two real genomes (tests/data), caching, resume after kill -9."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepmetabin.cli import main
+from deepmetabin.evaluate import read_binning, score
+from deepmetabin.pipeline import Run
+
+DATA = Path(__file__).resolve().parent / "data"
+FASTA = DATA / "ssuis_hpylori.fna.gz"
+FAST = ["--epochs", "25", "--threads", "2", "--latent", "8", "--components", "8"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A depth table in MetaBAT format: each genome its own abundance profile over 3 samples, Poisson noise."""
+    tmp = tmp_path_factory.mktemp("inputs")
+    truth = pd.read_csv(DATA / "ssuis_hpylori.truth.tsv", sep="\t")
+    from deepmetabin.contigs import read_contigs
+
+    c = read_contigs(FASTA)
+    genome = truth.set_index("contig").loc[c.ids.astype(str), "genome"].to_numpy()
+    profile = {"ssuis_SC84": np.array([12.0, 3.0, 7.0]), "hpylori_ELS37": np.array([4.0, 9.0, 2.0])}
+    rng = np.random.default_rng(0)
+    depth = np.stack([rng.poisson(profile[g] * L / 150) * 150 / L for g, L in zip(genome, c.lengths)])
+    lines = ["contigName\tcontigLen\ttotalAvgDepth\tS1.bam\tS1.bam-var\tS2.bam\tS2.bam-var\tS3.bam\tS3.bam-var"]
+    for cid, L, d in zip(c.ids, c.lengths, depth):
+        lines.append(f"{cid}\t{L}\t{d.sum():.4f}\t" + "\t".join(f"{x:.4f}\t1.0" for x in d))
+    (tmp / "depth.tsv").write_text("\n".join(lines) + "\n")
+    cami = tmp / "truth.tsv"
+    cami.write_text("@@SEQUENCEID\tBINID\tLENGTH\n" + "".join(f"{i}\t{g}\t{L}\n" for i, g, L in zip(c.ids, genome, c.lengths)))
+    return tmp / "depth.tsv", cami
+
+
+def _bin(out, depth, *extra):
+    return main(["-q", "bin", "--contigs", str(FASTA), "--depth", str(depth), "--out", str(out), *FAST, *extra])
+
+
+def test_bin_end_to_end_then_reuse_and_partial_rerun(tmp_path, inputs, capsys):
+    depth, truth = inputs
+    out = tmp_path / "run"
+    assert _bin(out, depth) == 0
+    summary = capsys.readouterr().out
+    assert "bins:" in summary and "peak RAM" in summary
+    r = Run.load(out)
+    assert all(r.done(s) for s in ("features", "graph", "markers", "train", "bins"))
+    s = score(read_binning(out / "bins.tsv"), read_binning(truth, kind="truth"))
+    assert s.f1 > 0.95 and s.nc == 2, s
+    q = r.quality
+    assert (q["completeness"] > 90).sum() == 2 and (q["contamination"] < 5).sum() >= 2
+    fasta = sorted((out / "bins").glob("*.fna"))
+    assert [f.stem for f in fasta] == sorted(q["bin"])
+    assert r.bins().to_frame().shape[0] == len(read_binning(out / "bins.tsv"))
+
+    # the same command again is refused; --resume reuses every stage
+    assert _bin(out, depth) == 2
+    assert "--resume" in capsys.readouterr().err
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    assert _bin(out, depth, "--resume") == 0
+    err = capsys.readouterr().err
+    assert err.count("unchanged, reused") == 5
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+
+    # a bins-only option reruns the bins stage alone
+    assert _bin(out, depth, "--resume", "--min-bin-size", "3000000") == 0
+    err = capsys.readouterr().err
+    assert err.count("unchanged, reused") == 4 and "[bins] done" in err
+    assert (out / "model.pt").stat().st_mtime_ns == before["model.pt"]
+    assert len(read_binning(out / "bins.tsv")) == 0 or read_binning(out / "bins.tsv")["bin"].nunique() <= 1
+
+
+def test_other_inputs_refused_unless_force(tmp_path, inputs, capsys):
+    depth, _ = inputs
+    out = tmp_path / "run"
+    assert main(["-q", "features", "--contigs", str(FASTA), "--depth", str(depth), "--out", str(out)]) == 0
+    other = tmp_path / "other.tsv"
+    other.write_text(depth.read_text().replace("\t1.0\n", "\t1.5\n"))
+    assert _bin(out, other, "--resume") == 2
+    assert "other inputs" in capsys.readouterr().err
+
+
+def test_resume_after_kill_during_training(tmp_path, inputs):
+    depth, _ = inputs
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "deepmetabin.cli", "-q", "bin", "--contigs", str(FASTA), "--depth", str(depth),
+           "--out", str(out), "--epochs", "400", "--threads", "1", "--latent", "8", "--components", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "train.ckpt").exists():
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "train.ckpt").exists(), "training never checkpointed"
+    assert not (out / "model.pt").exists()
+    epoch_at_kill = __import__("torch").load(out / "train.ckpt", weights_only=False)["epoch"]
+    res = subprocess.run(cmd + ["--resume", "--epochs", "400"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("unchanged, reused") == 3  # features, graph, markers
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stages"]["train"]["epochs_run"] >= epoch_at_kill
+    assert m["stages"]["bins"]["status"] == "done"
