@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,8 +258,12 @@ class BinSet:
         """One unbinned contig id per line."""
         write_text(path, "".join(f"{c}\n" for c in self.ids[self.assignment == UNBINNED]))
 
-    def write_fasta(self, folder: str | os.PathLike[str], contigs: Contigs, width: int = 80) -> list[Path]:
+    def write_fasta(
+        self, folder: str | os.PathLike[str], contigs: Contigs, width: int = 80, group: Callable[[str], str | None] | None = None
+    ) -> list[Path]:
         """One ``<bin>.fna`` per bin into ``folder``, written in a sibling temp folder and swapped in.
+
+        ``group(bin) -> subfolder`` puts each bin's file in a subfolder (multi-sample mode: one per sample).
 
         Raises:
             CurationError: ``contigs`` are not the contigs of this bin set.
@@ -271,7 +275,9 @@ class BinSet:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             for b in self.bins:
-                with open(tmp / f"{_safe(b)}.fna", "w") as fh:
+                sub = tmp / _safe(group(b) or "") if group else tmp
+                sub.mkdir(exist_ok=True)
+                with open(sub / f"{_safe(b)}.fna", "w") as fh:
                     for r in self.members(b):
                         seq = contigs.sequence(r)
                         fh.write(f">{self.ids[r]}\n")
@@ -288,7 +294,7 @@ class BinSet:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return sorted(folder.glob("*.fna"))
+        return sorted(folder.rglob("*.fna"))
 
 
 def _safe(name: str) -> str:

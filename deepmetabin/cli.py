@@ -91,6 +91,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", required=True, type=Path, help="truth: CAMI binning format or contig<TAB>genome TSV")
     p.add_argument("--contigs", type=Path, help="contigs FASTA, for lengths when the truth has no LENGTH column")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--multi-split", action="store_true", help="score each sample separately (ids <sample><separator>...)")
+    p.add_argument("--sample-separator", default="C", help="separator after the sample name in contig ids (default C)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -108,6 +110,18 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
         c = read_contigs(args.contigs, min_length=0)
         lengths = pd.Series(c.lengths, index=c.ids.astype(str))
+    if args.multi_split:
+        from .evaluate import score_per_sample
+
+        if lengths is not None and ("length" not in truth or truth["length"].isna().any()):
+            truth = truth.assign(length=truth["contig"].map(lengths))
+        table = score_per_sample(bins, truth, args.sample_separator)
+        cols = ["sample", "f1", "f1_bp", "precision", "recall", "nc", "mq", "n_genomes", "n_bins"]
+        if args.json:
+            print(table[cols].to_json(orient="records", indent=2))
+        else:
+            print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        return 0
     s = score(bins, truth, lengths)
     if args.json:
         print(json.dumps(s.as_dict(), indent=2))
@@ -257,6 +271,28 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------- concat
+def _add_concat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("concat", help="concatenate per-sample assemblies into one catalogue with sample-prefixed ids",
+                       description="Write <sample><separator><id> contigs of every FASTA (samples S1, S2, ... in the "
+                       "order given, or --names) into one catalogue for multi-sample binning (bin --multi-split).")
+    p.add_argument("fastas", nargs="+", type=Path, help="one assembly FASTA per sample")
+    p.add_argument("--out", required=True, type=Path, help="catalogue FASTA to write (.gz compresses)")
+    p.add_argument("--names", nargs="+", help="sample names (default S1, S2, ...)")
+    p.add_argument("--sample-separator", default="C", help="separator between sample name and contig id (default C)")
+    p.add_argument("--min-length", type=int, default=1000, help="leave out contigs shorter than this (default 1000)")
+
+
+def _run_concat(args: argparse.Namespace) -> int:
+    from .multisample import concatenate
+
+    table = concatenate(args.fastas, args.out, names=args.names, separator=args.sample_separator, min_length=args.min_length)
+    for row in table.itertuples(index=False):
+        print(f"{row.sample}: {row.contigs} contigs, {row.bp:,} bp <- {row.fasta}")
+    print(f"catalogue: {int(table['contigs'].sum())} contigs -> {args.out}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- bin
 def _add_bin(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -272,6 +308,9 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-length", type=int, default=1000, help="minimum contig length in bp (default 1000)")
     p.add_argument("--min-bin-size", type=int, default=200_000, help="bins below this many bp are written as unbinned (default 200000)")
     p.add_argument("--no-split", action="store_true", help="skip the constrained k-means split of contaminated clusters")
+    p.add_argument("--multi-split", action="store_true",
+                   help="multi-sample mode: ids are <sample><separator>..., bins are split per sample (see `deepmetabin concat`)")
+    p.add_argument("--sample-separator", default="C", help="separator after the sample name in contig ids (default C)")
     _add_train_options(p)
     p.add_argument("--resume", action="store_true", help="continue or reuse an existing run folder of the same inputs")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
@@ -284,7 +323,7 @@ def _run_bin(args: argparse.Namespace) -> int:
 
     threads = _threads(args.threads)
     config = Config(min_length=args.min_length, min_bin_bp=args.min_bin_size, split=not args.no_split, seed=args.seed,
-                    threads=threads, train=_train_config(args))
+                    threads=threads, train=_train_config(args), multi_split=args.sample_separator if args.multi_split else None)
     times: dict[str, float] = {}
     started: dict[str, float] = {}
 
@@ -328,6 +367,7 @@ def _run_bin(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "bin": (_add_bin, _run_bin),
+    "concat": (_add_concat, _run_concat),
     "features": (_add_features, _run_features),
     "graph": (_add_graph, _run_graph),
     "evaluate": (_add_evaluate, _run_evaluate),

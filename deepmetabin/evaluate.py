@@ -154,3 +154,24 @@ def labels_to_bins(ids: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """(N,) contig ids + (N,) integer labels (-1 = unbinned) -> DataFrame(contig, bin)."""
     keep = np.asarray(labels) >= 0
     return pd.DataFrame({"contig": np.asarray(ids)[keep].astype(str), "bin": np.asarray(labels)[keep].astype(str)})
+
+
+def score_per_sample(bins: pd.DataFrame, truth: pd.DataFrame, separator: str = "C") -> pd.DataFrame:
+    """Multi-sample scores: one row per sample (bins and truth restricted to the contigs whose id
+    starts with ``<sample><separator>``), then a ``mean`` row (the mean over samples, as the
+    DeepMetaBin paper reports) and a ``pooled`` row (all samples at once, genome ids made
+    per-sample, so a genome assembled in 3 samples counts as 3 genomes).
+    """
+    from .multisample import sample_of
+
+    t = truth.assign(sample=sample_of(truth["contig"].to_numpy(), separator, source="truth"))
+    b = bins.assign(sample=sample_of(bins["contig"].to_numpy(), separator, source="bins")) if len(bins) else bins.assign(sample=[])
+    rows = []
+    for s in sorted(t["sample"].unique()):
+        sc = score(b[b["sample"] == s][["contig", "bin"]], t[t["sample"] == s].drop(columns="sample"))
+        rows.append({"sample": s, **sc.as_dict()})
+    frame = pd.DataFrame(rows)
+    mean = frame.drop(columns="sample").mean().to_dict()
+    pooled_truth = t.assign(bin=t["sample"] + ":" + t["bin"].astype(str)).drop(columns="sample")
+    pooled = score(b[["contig", "bin"]], pooled_truth).as_dict()
+    return pd.concat([frame, pd.DataFrame([{"sample": "mean", **mean}, {"sample": "pooled", **pooled}])], ignore_index=True)

@@ -304,6 +304,7 @@ def bins_stage(
     min_contamination: float = 5.0,
     min_bin_bp: int = 200_000,
     seed: int = 0,
+    multi_split: str | None = None,
 ) -> dict[str, Any]:
     """Cluster the latent means into bins and write them; return the manifest.
 
@@ -312,6 +313,11 @@ def bins_stage(
     of the contigs (a warning is logged). Then: GMM -> split of contaminated clusters with
     cannot-links (``split``) -> clusters < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
     ``bins.cami``, ``unbinned.tsv``, ``quality.tsv`` and ``bins/<bin>.fna``.
+
+    ``multi_split`` (a separator such as ``"C"``): contig ids are ``<sample><separator>...``; K comes
+    from the largest per-sample genome estimate, clusters are split by sample before the
+    contamination split, cannot-links join contigs of one sample only, and bins are named
+    ``<sample>_bin_<j>`` and written to ``bins/<sample>/`` (see :mod:`deepmetabin.multisample`).
     """
     from .bins import BinSet
     from .cluster import cannot_link_violations, drop_small, gmm, split_contaminated
@@ -325,9 +331,19 @@ def bins_stage(
     latent = np.load(run / "latent.npy")
     contigs = load_contigs(run_dir)
     sc, checkm = load_markers(run_dir, "sc107"), load_markers(run_dir, "checkm_bacteria")
-    estimate = estimate_genomes(sc)
+    samples = None
+    if multi_split:
+        from .multisample import per_sample_estimates, sample_of
+
+        samples = sample_of(contigs.ids, multi_split, source=str(contigs.source))
+        per_sample = per_sample_estimates(sc, contigs.ids, samples)
+        estimate = max(per_sample.values())
+        est_rule = f"{estimate} genomes (largest per-sample sc107 estimate of {len(per_sample)} samples)"
+    else:
+        estimate = estimate_genomes(sc)
+        est_rule = f"{estimate} genomes from sc107 markers"
     if estimate > 0:
-        k, k_rule = max(1, int(round(k_factor * estimate))), f"round({k_factor:.3g} x {estimate} genomes from sc107 markers)"
+        k, k_rule = max(1, int(round(k_factor * estimate))), f"round({k_factor:.3g} x {est_rule})"
     else:
         from .train import Trained
 
@@ -336,14 +352,25 @@ def bins_stage(
         k, k_rule = max(1, int((share >= 0.01).sum())), "no marker genes found: GMVAE components holding >= 1% of contigs"
         log.warning("%s: no single-copy marker gene found; K = %d (%s)", run_dir, k, k_rule)
     labels = gmm(latent, k, seed=seed)
-    quality = bin_quality(labels, checkm, contigs)
-    links = cannot_links(sc, contigs)
     n_clusters = int(labels.max()) + 1
+    links = cannot_links(sc, contigs)
+    if samples is not None:
+        from .multisample import same_sample_links, split_labels_by_sample
+
+        labels, _ = split_labels_by_sample(labels, samples)
+        links = same_sample_links(links, samples)
+    quality = bin_quality(labels, checkm, contigs)
     if split:
         labels = split_contaminated(latent, labels, links, quality, min_completeness=min_completeness,
                                     min_contamination=min_contamination, seed=seed)
     labels = drop_small(labels, contigs.lengths, min_bin_bp)
     binset = BinSet.from_labels(contigs.ids, labels)
+    group = None
+    if samples is not None:
+        names = np.array([f"{smp}_bin_{l}" if l >= 0 else "" for smp, l in zip(samples, labels)], dtype=object)
+        binset = BinSet(contigs.ids, names)
+        sample_by_bin = {n: smp for n, smp in zip(names, samples) if n}
+        group = sample_by_bin.get
     named = np.where(binset.assignment == "", None, binset.assignment)
     quality = bin_quality(named, checkm, contigs)
     binset.write_tsv(run / "bins.tsv")
@@ -352,13 +379,13 @@ def bins_stage(
     from ._io import write_text
 
     write_text(run / "quality.tsv", quality.to_csv(sep="\t", index=False, float_format="%.2f"))
-    binset.write_fasta(run / "bins", contigs)
+    binset.write_fasta(run / "bins", contigs, group=group)
     binned_bp = float(contigs.lengths[labels >= 0].sum() / contigs.total_bp)
     manifest = load_manifest(run_dir)
     return record_stage(
         run_dir, manifest, "bins",
         params={"k_factor": k_factor, "split": split, "min_completeness": min_completeness,
-                "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed},
+                "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed, "multi_split": multi_split},
         outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins"},
         seconds=time.perf_counter() - t0,
         extra={"k": k, "k_rule": k_rule, "genomes_estimate": int(estimate), "gmm_clusters": n_clusters,
@@ -383,6 +410,7 @@ class Config:
     min_bin_bp: int = 200_000
     seed: int = 0
     threads: int = 1
+    multi_split: str | None = None  # sample separator of the contig ids in multi-sample mode
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
         from dataclasses import asdict
@@ -396,7 +424,8 @@ class Config:
             "markers": {},
             "train": json_safe({k: v for k, v in asdict(tc).items() if k not in ("threads", "device")}),
             "bins": {"k_factor": self.k_factor, "split": self.split, "min_completeness": self.min_completeness,
-                     "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed},
+                     "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed,
+                     "multi_split": self.multi_split},
         }
 
 
@@ -417,6 +446,26 @@ def _inputs_signature(contigs: str | os.PathLike[str], bams: Sequence[str | os.P
     else:
         sig["depth_table"] = sha(depth_table)
     return sig
+
+
+def _check_multi_inputs(contigs: str | os.PathLike[str], bams: Sequence[str | os.PathLike[str]] | None,
+                        depth_table: str | os.PathLike[str] | None, config: Config) -> None:
+    """Multi-split needs sample-prefixed ids and one depth column (BAM) named after every sample."""
+    from .depth import read_depth_table, sample_name
+    from .multisample import sample_of
+
+    catalogue = read_contigs(contigs, min_length=config.min_length)
+    ids = catalogue.ids
+    samples = sample_of(ids, config.multi_split, source=str(contigs))
+    columns = [sample_name(Path(b).name) for b in bams] if bams else read_depth_table(depth_table, catalogue)[1]
+    for s_ in pd.unique(samples):
+        if s_ not in columns:
+            first = ids[np.flatnonzero(samples == s_)[0]]
+            what = f"BAM named {s_}.bam" if bams else f"depth column for sample {s_}"
+            raise RunFolderError(
+                f"{bams[0] if bams else depth_table}: sample '{s_}' (contig {first}) has no {what}; give one BAM per "
+                f"sample, named after the sample (have: {', '.join(columns)})"
+            )
 
 
 def run(
@@ -488,6 +537,8 @@ def run(
             continue
         note(stage, "start")
         if stage == "features":
+            if config.multi_split:
+                _check_multi_inputs(contigs, bams, depth_table, config)
             features_stage(contigs, out, bams=bams, depth_table=depth_table, min_length=config.min_length,
                            threads=config.threads, force=True, depth_progress=prog("depth"), tnf_progress=prog("tnf"))
         elif stage == "graph":
@@ -498,7 +549,8 @@ def run(
             train_stage(out, tc, resume=True, callbacks=train_callbacks)
         else:
             bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
-                       min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed)
+                       min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
+                       multi_split=config.multi_split)
         mark(stage)
         note(stage, "done")
     return Run.load(out)
