@@ -56,6 +56,22 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def input_magic(path: Path, *, kind: str, option: str) -> bytes:
+    """The first 4 bytes of input file ``path``, after checking that it exists and is not a folder.
+
+    Raises:
+        InputFileError: missing file or a folder (``kind`` names the expected file, ``option`` the CLI flag).
+    """
+    from .errors import InputFileError
+
+    if not path.exists():
+        raise InputFileError(f"{path}: file not found; check the path given with {option}")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder, expected a {kind} file")
+    with open(path, "rb") as fh:
+        return fh.read(4)
+
+
 def _guard_os_error(path: Path, exc: OSError) -> DeepMetaBinError:
     return DeepMetaBinError(
         f"{path}: could not write ({exc.strerror or exc}); check free disk space and write permission "

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import ids_hash
+from ._io import ids_hash, input_magic
 from .errors import FastaError, InputFileError, NoContigsError
 
 log = logging.getLogger(__name__)
@@ -130,12 +130,7 @@ class Contigs:
 
 def _open_text_lines(path: Path) -> io.BufferedReader:
     """Open ``path`` for binary reading, transparently gunzipping; raise a clear error otherwise."""
-    if not path.exists():
-        raise InputFileError(f"{path}: file not found; check the path given with --contigs")
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a folder, expected a FASTA file (.fna/.fa/.fasta, optionally .gz)")
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
+    magic = input_magic(path, kind="FASTA (.fna/.fa/.fasta, optionally .gz)", option="--contigs")
     if magic[:2] == b"\x1f\x8b":
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if magic == b"BAM\x01" or magic[:4] == b"CRAM":

@@ -94,7 +94,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from ._io import write_text
+from ._io import input_magic, write_text
 from .contigs import Contigs
 from .errors import BamError, DepthTableError, InputFileError
 
@@ -696,12 +696,7 @@ def _check_bam(path: Path, contigs: Contigs) -> tuple[np.ndarray, bool]:
     """
     import pysam
 
-    if not path.exists():
-        raise InputFileError(f"{path}: BAM file not found; check the path given with --bam")
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a folder, expected a BAM file")
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
+    magic = input_magic(path, kind="BAM", option="--bam")
     is_cram = magic == b"CRAM"
     if magic[:1] == b"@":
         raise BamError(f"{path}: is a SAM text file, not a BAM; convert and sort it: samtools sort -o {path.stem}.bam {path}")
