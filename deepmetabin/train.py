@@ -231,13 +231,15 @@ def train(
     best_state: dict[str, torch.Tensor] | None = None
     ckpt = Path(checkpoint) if checkpoint else None
     if resume and ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
         if state["ids_hash"] != ids_hash or state["config"] != asdict(config):
             raise RunFolderError(f"{ckpt}: checkpoint was made with other contigs or settings; run without --resume")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, start_epoch = state["history"], state["epoch"]
         best_val, best_epoch, bad, best_state = state["best_val"], state["best_epoch"], state["bad"], state["best_state"]
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
@@ -309,7 +311,8 @@ def _save_checkpoint(path: Path, model, opt, rng, history, epoch, best_val, best
         torch.save(
             {
                 "model": model.state_dict(), "opt": opt.state_dict(), "numpy_rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch, "best_val": best_val,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "history": history, "epoch": epoch, "best_val": best_val,
                 "best_epoch": best_epoch, "bad": bad, "best_state": best_state, "config": asdict(config),
                 "ids_hash": ids_hash,
             },
