@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup clean bench-features bench-markers
+.PHONY: demo test setup clean bench-features bench-markers bench
 
 setup: $(STAMP)
 
@@ -22,8 +22,26 @@ demo: $(STAMP)
 	@echo "--- score against the demo truth (data/demo/truth.tsv) ---"
 	$(BIN)/deepmetabin evaluate --bins runs/demo/bins.tsv --truth data/demo/truth.tsv
 
-test: $(STAMP)
+# tests/test_app_e2e.py drives Debian's chromium through playwright (a browser download is impossible,
+# so never `playwright install`); installed here when missing (needs root, as on CI).
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# Binners on one benchmark dataset (peers in their own venvs under benchmarks/work/envs/), then the
+# RESULTS.md section + summary.png: make bench DATA=../shared/bench/small [BENCH_ARGS="--seeds 0 1 2"]
+DATA ?= ../shared/bench/small
+BENCH_ARGS ?=
+$(VENV)/.bench-stamp: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-stamp
+	$(BIN)/python benchmarks/run.py $(DATA) $(BENCH_ARGS)
+	$(BIN)/python benchmarks/report.py
 
 bench-features: $(STAMP)
 	$(BIN)/python benchmarks/bench_tnf.py

@@ -1,0 +1,363 @@
+"""Panel/HoloViews views: functions of the state objects in :mod:`deepmetabin.ui.state`.
+
+Every view takes the state it shows and returns a Panel object; it changes the state only through
+the state's methods, so what a browser does is what a test does.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import colorcet as cc
+import datashader as ds
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import scipy.sparse as sp
+from holoviews.operation.datashader import datashade, dynspread, rasterize
+
+from ..bins import UNBINNED
+from .state import ACTIONS, CurationState, TrainingState
+
+hv.extension("bokeh", logo=False)
+
+HOVER_MAX = 5000  # hover markers only when fewer points than this are in view
+CATEGORICAL = ("bin", "component", "conflict", "seed", "label")
+
+
+def _categorical(values: np.ndarray) -> pd.Categorical:
+    return pd.Categorical(np.asarray(values).astype(str))
+
+
+def _color_key(cats) -> dict[str, str]:
+    palette = cc.glasbey_dark
+    key = {c: palette[i % len(palette)] for i, c in enumerate(cats)}
+    for quiet in ("unbinned", "-1", "no"):
+        if quiet in key:
+            key[quiet] = "#c8c8c8"
+    if "yes" in key:
+        key["yes"] = "#d62728"
+    return key
+
+
+def map_frame(state: CurationState) -> pd.DataFrame:
+    """The points of the latent map with the current bin and SCG-conflict flag."""
+    df = state.data.point_frame.copy()
+    df["bin"] = np.where(state.binset.assignment == UNBINNED, "unbinned", state.binset.assignment).astype(str)
+    df["conflict"] = np.where(state.conflicts(), "yes", "no")
+    return df
+
+
+def colour_options(state: CurationState) -> list[str]:
+    df = map_frame(state)
+    opts = [c for c in ("bin", "component", "conflict", "gc", "log10_length") if c in df]
+    return opts + [c for c in df.columns if c.startswith("log_depth:")]
+
+
+def _shade(element: hv.Element | hv.DynamicMap, colour: str, cats: list[str] | None, kind: str = "points"):
+    if colour in CATEGORICAL:
+        return dynspread(datashade(element, aggregator=ds.count_cat(colour), color_key=_color_key(cats or []),
+                                   min_alpha=60), threshold=0.6, max_px=4).opts(show_legend=len(cats or []) <= 25)
+    return dynspread(rasterize(element, aggregator=ds.mean(colour)), threshold=0.6, max_px=4).opts(
+        cmap="viridis", colorbar=True, clabel=colour)
+
+
+# ----------------------------------------------------------------------------------- latent map
+def latent_map_plot(state: CurationState, colour: str = "bin", *, width: int = 720, height: int = 560) -> hv.Overlay:
+    """The map itself: datashaded UMAP points coloured by ``colour``, the selection drawn on top, hover
+    markers when fewer than :data:`HOVER_MAX` points are in view; box/lasso select call the state."""
+    def points(version: int = 0) -> hv.Points:
+        df = map_frame(state)
+        for c in CATEGORICAL:
+            if c in df:
+                df[c] = _categorical(df[c])
+        return hv.Points(df, kdims=["x", "y"], vdims=[c for c in df.columns if c not in ("x", "y")])
+
+    cats = sorted(map(str, map_frame(state)[colour].unique())) if colour in CATEGORICAL else None
+    dmap = hv.DynamicMap(points, streams=[hv.streams.Params(state, ["version"])])
+    shaded = _shade(dmap, colour, cats).opts(
+        width=width, height=height, tools=["box_select", "lasso_select"], active_tools=["box_select", "wheel_zoom"],
+        xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05, title=f"latent map ({len(state.data.ids)} contigs) — colour: {colour}")
+    if colour in CATEGORICAL:
+        shaded = shaded.opts(legend_position="right")
+    bounds = hv.streams.BoundsXY(source=shaded)
+    lasso = hv.streams.Lasso(source=shaded)
+    bounds.add_subscriber(lambda bounds: bounds is not None and state.select_box(*bounds))
+    lasso.add_subscriber(lambda geometry: geometry is not None and state.select_polygon(geometry[:, 0], geometry[:, 1]))
+
+    def chosen(selection: list[int]) -> hv.Points:
+        df = map_frame(state).iloc[selection]
+        return hv.Points(df, ["x", "y"], ["contig", "bin"]).opts(color="black", marker="x", size=4, alpha=0.6,
+                                                                 tools=[])
+
+    def hover(x_range=None, y_range=None, version: int = 0) -> hv.Points:
+        df = map_frame(state)
+        if x_range is not None and y_range is not None:
+            df = df[df.x.between(*x_range) & df.y.between(*y_range)]
+        if len(df) > HOVER_MAX:
+            df = df.iloc[0:0]
+        vd = ["contig", "bin", "length", "gc"] + (["component"] if "component" in df else [])
+        return hv.Points(df, ["x", "y"], vd).opts(alpha=0, nonselection_alpha=0, selection_alpha=0, size=6,
+                                                  tools=["hover"])
+
+    sel = hv.DynamicMap(chosen, streams=[hv.streams.Params(state, ["selection"])])
+    hov = hv.DynamicMap(hover, streams=[hv.streams.RangeXY(source=shaded), hv.streams.Params(state, ["version"])])
+    return (shaded * hov * sel).opts(toolbar="above")
+
+
+def latent_map(state: CurationState, *, width: int = 720, height: int = 560) -> pn.viewable.Viewable:
+    """The latent map with its colour chooser."""
+    colour = pn.widgets.Select(name="colour by", options=colour_options(state), value="bin", width=200)
+    plot = pn.bind(latent_map_plot, state, colour, width=width, height=height)
+    return pn.Column(colour, pn.pane.HoloViews(plot, linked_axes=False), name="Latent map")
+
+
+# ----------------------------------------------------------------------------------- bins table
+BIN_COLUMNS = ["bin", "completeness", "contamination", "tier", "n_contigs", "bp", "N50", "GC", "mean_depth", "accepted"]
+
+
+def bins_table(state: CurationState, *, height: int = 320) -> pn.widgets.Tabulator:
+    """One row per bin, sortable; picking rows selects their contigs (and the bins merge/accept use)."""
+    table = pn.widgets.Tabulator(state.quality()[BIN_COLUMNS], selectable="checkbox", show_index=False, disabled=True,
+                                 height=height, sizing_mode="stretch_width", name="Bins",
+                                 css_classes=["dmb-bins-table"])
+    busy = {"flag": False}
+
+    def on_select(event) -> None:
+        if busy["flag"]:
+            return
+        names = table.value.iloc[event.new]["bin"].tolist() if len(event.new) else []
+        state.select_bins(names)
+
+    def on_version(event) -> None:
+        busy["flag"] = True
+        try:
+            table.value = state.quality()[BIN_COLUMNS]
+            keep = [i for i, b in enumerate(table.value["bin"]) if b in state.selected_bins]
+            table.selection = keep
+        finally:
+            busy["flag"] = False
+
+    table.param.watch(on_select, "selection")
+    state.param.watch(on_version, "version")
+    return table
+
+
+# ----------------------------------------------------------------------------------- curation
+def curation_panel(state: CurationState) -> pn.viewable.Viewable:
+    """Action, preview of its effect on quality, apply, undo/redo, save, export, select by id."""
+    action = pn.widgets.RadioButtonGroup.from_param(state.param.action, name="action", button_type="light")
+    new_name = pn.widgets.TextInput.from_param(state.param.new_name, name="new bin name (split; empty = automatic)",
+                                          css_classes=["dmb-newname"])
+    target = pn.widgets.TextInput.from_param(state.param.target, name="target bin (move)", css_classes=["dmb-target"])
+    apply = pn.widgets.Button(name="Apply", button_type="primary", css_classes=["dmb-apply"])
+    undo = pn.widgets.Button(name="Undo", css_classes=["dmb-undo"])
+    redo = pn.widgets.Button(name="Redo", css_classes=["dmb-redo"])
+    save = pn.widgets.Button(name="Save curation.json", css_classes=["dmb-save"])
+    export_name = pn.widgets.TextInput.from_param(state.param.export_name, name="export name", css_classes=["dmb-exportname"])
+    export = pn.widgets.Button(name="Export", button_type="success", css_classes=["dmb-export"])
+    ids = pn.widgets.TextAreaInput(name="select contigs by id (comma/space separated)", height=70,
+                                   css_classes=["dmb-ids"])
+    select_ids = pn.widgets.Button(name="Select ids", css_classes=["dmb-select-ids"])
+    clear = pn.widgets.Button(name="Clear selection")
+
+    def guard(fn):
+        def run(_event=None) -> None:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 (shown to the curator)
+                state.message = f"error: {exc}"
+        return run
+
+    apply.on_click(guard(lambda: state.apply()))
+    undo.on_click(guard(state.undo))
+    redo.on_click(guard(state.redo))
+    save.on_click(guard(state.save))
+    export.on_click(guard(lambda: state.export()))
+    select_ids.on_click(guard(lambda: state.select_ids(ids.value)))
+    clear.on_click(guard(lambda: state.select_rows([])))
+
+    def preview(selection, selected_bins, action, target, new_name, version):
+        try:
+            frame = state.preview()
+        except Exception as exc:  # noqa: BLE001
+            return pn.pane.Markdown(f"*preview:* {exc}", css_classes=["dmb-preview"])
+        return pn.Column(pn.pane.Markdown(f"**preview of {action}** (quality now / after)"),
+                         pn.pane.DataFrame(frame, index=False, sizing_mode="stretch_width"), css_classes=["dmb-preview"])
+
+    def selection_info(selection, selected_bins):
+        held = pd.Series(state.binset.assignment[selection]).replace(UNBINNED, "unbinned").value_counts()
+        where = ", ".join(f"{b}: {n}" for b, n in held.items()) if len(held) else "—"
+        return pn.pane.Markdown(f"**{len(selection)} contigs selected** ({where}); bins picked: {', '.join(selected_bins) or '—'}",
+                                css_classes=["dmb-selection"])
+
+    def summary(version):
+        s = state.summary()
+        return pn.pane.Markdown(f"**{s['bins']} bins**, {s['high']} high / {s['medium']} medium quality, "
+                                f"{100 * s['binned_bp']:.1f}% of bp binned, {s['edits']} edits, {s['accepted']} accepted",
+                                css_classes=["dmb-summary"])
+
+    p = state.param
+    return pn.Column(
+        pn.bind(summary, p.version),
+        pn.bind(selection_info, p.selection, p.selected_bins),
+        action, pn.Row(new_name, target),
+        pn.bind(preview, p.selection, p.selected_bins, p.action, p.target, p.new_name, p.version),
+        pn.Row(apply, undo, redo),
+        pn.pane.Markdown(pn.bind(lambda m: f"`{m}`" if m else "", p.message), css_classes=["dmb-message"]),
+        pn.Row(save, export_name, export),
+        ids, pn.Row(select_ids, clear),
+        name="Curate", width=460,
+    )
+
+
+# ----------------------------------------------------------------------------------- overview
+def overview(state: CurationState) -> pn.viewable.Viewable:
+    """Inputs, stage status, summary of the automatic and curated bins, curation history."""
+    m = state.data.manifest
+    inputs = m.get("inputs", {})
+    lines = ["### Run", f"`{state.data.path}` — {m.get('n_contigs')} contigs, ids hash `{m.get('ids_hash')}`", "", "### Inputs"]
+    for k, v in inputs.items():
+        items = v if isinstance(v, list) else [v]
+        lines += [f"- **{k}**: " + ", ".join(f"`{i.get('path', i)}`" for i in items)]
+    stages = pd.DataFrame([{"stage": s, "status": st.get("status"), "seconds": st.get("seconds"), "finished": st.get("finished")}
+                           for s, st in m.get("stages", {}).items()])
+    auto = state.data.run.summary()
+
+    def curated(version):
+        s = state.summary()
+        return pn.pane.Markdown(
+            f"### Bins\nautomatic: **{auto['bins']}** bins, {auto['high']} high / {auto['medium']} medium, "
+            f"{100 * (auto['binned_bp'] or 0):.1f}% bp binned  \n"
+            f"curated: **{s['bins']}** bins, {s['high']} high / {s['medium']} medium, {100 * s['binned_bp']:.1f}% bp binned, "
+            f"{s['edits']} edits")
+
+    return pn.Column(pn.pane.Markdown("\n".join(lines)), pn.pane.Markdown("### Stages"),
+                     pn.pane.DataFrame(stages, index=False), pn.bind(curated, state.param.version),
+                     pn.pane.Markdown("### Curation history"),
+                     pn.bind(lambda version: pn.pane.DataFrame(state.history(), index=False), state.param.version),
+                     name="Overview")
+
+
+# ----------------------------------------------------------------------------------- graph
+def _segments(coords: np.ndarray, g: sp.spmatrix) -> pd.DataFrame:
+    u = sp.triu(g, k=1).tocoo()
+    return pd.DataFrame({"x0": coords[u.row, 0], "y0": coords[u.row, 1], "x1": coords[u.col, 0], "y1": coords[u.col, 1]})
+
+
+def graph_edges(state: CurationState) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(kept, pruned) edge segments on the UMAP layout; pruned = k-NN edges the refinement cut (None: no k-NN kept)."""
+    cache = state.data.__dict__.setdefault("_graph_edges", {})
+    if not cache:
+        refined, coords = state.data.graph, state.data.umap
+        cache["kept"] = _segments(coords, refined.graph)
+        cache["pruned"] = None
+        if refined.knn is not None:
+            k = sp.triu(refined.knn, k=1).astype(bool).astype(np.int8)
+            r = sp.triu(refined.graph, k=1).astype(bool).astype(np.int8)
+            diff = (k - r).tocoo()
+            cut = diff.data > 0
+            cache["pruned"] = _segments(coords, sp.coo_matrix((np.ones(int(cut.sum())), (diff.row[cut], diff.col[cut])),
+                                                              shape=k.shape))
+    return cache["kept"], cache["pruned"]
+
+
+def graph_plot(state: CurationState, colour: str = "label", show_pruned: bool = False, *, width: int = 720,
+               height: int = 560) -> hv.Overlay:
+    """Rasterized refined edges (and pruned ones in red), nodes datashaded by seed / label / bin."""
+    kept, pruned = graph_edges(state)
+    edges = rasterize(hv.Segments(kept, ["x0", "y0", "x1", "y1"]), aggregator=ds.count()).opts(
+        cmap=["#bbbbbb", "#333333"], cnorm="eq_hist", alpha=0.8)
+    layers = edges
+    if show_pruned and pruned is not None and len(pruned):
+        layers = layers * rasterize(hv.Segments(pruned, ["x0", "y0", "x1", "y1"]), aggregator=ds.count()).opts(
+            cmap=["#f4a582", "#b2182b"], alpha=0.8)
+
+    def nodes(version: int = 0) -> hv.Points:
+        df = map_frame(state)
+        df = df[["x", "y", colour]].copy()
+        df[colour] = _categorical(df[colour])
+        return hv.Points(df, ["x", "y"], [colour])
+
+    cats = sorted(map(str, map_frame(state)[colour].unique()))
+    pts = _shade(hv.DynamicMap(nodes, streams=[hv.streams.Params(state, ["version"])]), colour, cats)
+    c = state.data.graph.counts
+    return (layers * pts).opts(width=width, height=height, xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05,
+                               show_legend=len(cats) <= 12, legend_position="right",
+                               title=f"refined graph: {c.get('edges', '?')} edges kept of {c.get('edges_knn', '?')}")
+
+
+def graph_view(state: CurationState, *, width: int = 720, height: int = 560) -> pn.viewable.Viewable:
+    """The refined k-NN graph on the UMAP layout with its node colouring and pruned-edge toggle."""
+    _, pruned = graph_edges(state)
+    colour = pn.widgets.Select(name="nodes by", options=["label", "seed", "bin"], value="label", width=160)
+    show_pruned = pn.widgets.Checkbox(name=f"show pruned edges ({0 if pruned is None else len(pruned)})", value=False)
+    plot = pn.bind(graph_plot, state, colour, show_pruned, width=width, height=height)
+    return pn.Column(pn.Row(colour, show_pruned), pn.pane.HoloViews(plot), name="Graph")
+
+
+# ----------------------------------------------------------------------------------- training
+def loss_plot(frame: pd.DataFrame) -> hv.Element:
+    """Losses per term over epochs."""
+    terms = [c for c in ("loss", "rec", "kl_z", "kl_y", "neighbour", "val_rec") if c in frame]
+    if frame.empty:
+        return hv.Curve([]).opts(width=560, height=300, title="losses (no epochs yet)")
+    curves = [hv.Curve(frame, "epoch", t, label=t).opts(tools=["hover"]) for t in terms]
+    return hv.Overlay(curves).opts(width=560, height=300, title="losses per term", legend_position="right")
+
+
+def snapshot_plot(snap) -> hv.Points:
+    """The latent snapshot of the last epoch (PCA to 2-d), coloured by component."""
+    if snap is None:
+        return hv.Points([]).opts(width=420, height=300, title="latent snapshot (after the first epoch)")
+    latent, comp = snap
+    z = latent - latent.mean(0)
+    xy = z @ np.linalg.svd(z, full_matrices=False)[2][:2].T if z.shape[1] > 2 else z
+    df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "component": np.asarray(comp).astype(str)})
+    return hv.Points(df, ["x", "y"], ["component"]).opts(color="component", cmap="Category20", size=3, width=420,
+                                                         height=300, title="latent snapshot (PCA) by component",
+                                                         show_legend=False)
+
+
+def training_view(state: TrainingState, *, period_ms: int = 500) -> pn.viewable.Viewable:
+    """Start / resume / stop training; losses per term and the latent snapshot update live."""
+    epochs = pn.widgets.IntInput.from_param(state.param.epochs, name="epochs (0 = run's setting)", width=180,
+                                         css_classes=["dmb-epochs"])
+    start = pn.widgets.Button(name="Start (from scratch)", button_type="primary")
+    resume = pn.widgets.Button(name="Resume from checkpoint")
+    stop = pn.widgets.Button(name="Stop", button_type="danger")
+
+    def guard(fn):
+        def run(_event=None):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001
+                state.status = f"error: {exc}"
+        return run
+
+    start.on_click(guard(lambda: state.start(resume=False)))
+    resume.on_click(guard(lambda: state.start(resume=True)))
+    stop.on_click(guard(state.stop))
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        pn.state.add_periodic_callback(state.drain, period=period_ms)
+
+    def status(status, epoch, total, device, eta):
+        note = "  \nthe run folder now holds the new model: reload the app to see it" if status == "done" else ""
+        return pn.pane.Markdown(f"**{status}** — epoch {epoch}/{total} on `{device or '?'}`, ETA {eta or '?'}{note}")
+
+    p = state.param
+    return pn.Column(pn.Row(epochs, start, resume, stop), pn.bind(status, p.status, p.epoch, p.total, p.device, p.eta),
+                     pn.Row(pn.pane.HoloViews(pn.bind(loss_plot, p.losses)), pn.pane.HoloViews(pn.bind(snapshot_plot, p.snapshot))),
+                     name="Training")
+
+
+def app(state: CurationState, training: TrainingState | None = None) -> pn.viewable.Viewable:
+    """The whole app for one session: map + curation side by side, then tabs with the other views."""
+    tabs: list[Any] = [("Curate", pn.Row(latent_map(state), pn.Column(curation_panel(state), bins_table(state, height=280)))),
+                       ("Overview", overview(state))]
+    if state.data.run.done("graph"):
+        tabs.append(("Graph", graph_view(state)))
+    if training is not None:
+        tabs.append(("Training", training_view(training)))
+    return pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width")

@@ -1,0 +1,313 @@
+"""deepmetabin.ui state objects without a browser, on a tiny real run (two genomes, tests/data)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepmetabin.bins import BinSet, CurationError
+from deepmetabin.cli import main
+from deepmetabin.evaluate import read_binning
+
+DATA = Path(__file__).resolve().parent / "data"
+FASTA = DATA / "ssuis_hpylori.fna.gz"
+FAST = ["--epochs", "6", "--threads", "2", "--latent", "8", "--components", "8"]
+
+
+def build_tiny_run(base: Path) -> Path:
+    """A finished run folder (with its UMAP cached) under ``base``, built once per test session."""
+    from deepmetabin.contigs import read_contigs
+    from deepmetabin.ui.state import RunData
+
+    run = base / "ui_tiny" / "run"
+    if (run / "umap.npy").exists():
+        return run
+    (base / "ui_tiny").mkdir(parents=True, exist_ok=True)
+    truth = pd.read_csv(DATA / "ssuis_hpylori.truth.tsv", sep="\t")
+    c = read_contigs(FASTA)
+    genome = truth.set_index("contig").loc[c.ids.astype(str), "genome"].to_numpy()
+    profile = {"ssuis_SC84": np.array([12.0, 3.0, 7.0]), "hpylori_ELS37": np.array([4.0, 9.0, 2.0])}
+    rng = np.random.default_rng(0)
+    depth = np.stack([rng.poisson(profile[g] * L / 150) * 150 / L for g, L in zip(genome, c.lengths)])
+    lines = ["contigName\tcontigLen\ttotalAvgDepth\tS1.bam\tS1.bam-var\tS2.bam\tS2.bam-var\tS3.bam\tS3.bam-var"]
+    for cid, L, d in zip(c.ids, c.lengths, depth):
+        lines.append(f"{cid}\t{L}\t{d.sum():.4f}\t" + "\t".join(f"{x:.4f}\t1.0" for x in d))
+    table = base / "ui_tiny" / "depth.tsv"
+    table.write_text("\n".join(lines) + "\n")
+    assert main(["-q", "bin", "--contigs", str(FASTA), "--depth", str(table), "--out", str(run), *FAST]) == 0
+    RunData(run).umap  # noqa: B018 (computes and caches umap.npy)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    return build_tiny_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of the tiny run, for tests that write into it."""
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run, dst)
+    return dst
+
+
+@pytest.fixture
+def state(run_copy):
+    from deepmetabin.ui.state import CurationState, RunData
+
+    return CurationState(RunData(run_copy))
+
+
+def _big_bin(state) -> str:
+    return state.binset.bins[0]
+
+
+def test_umap_is_cached_and_checked(run_copy):
+    from deepmetabin.ui.state import RunData, umap_coords
+
+    d = RunData(run_copy)
+    xy = d.umap
+    assert xy.shape == (len(d.ids), 2) and xy.dtype == np.float32
+    mtime = (run_copy / "umap.npy").stat().st_mtime_ns
+    assert np.array_equal(umap_coords(run_copy, d.latent, d.ids_hash), xy)
+    assert (run_copy / "umap.npy").stat().st_mtime_ns == mtime  # reused, not rewritten
+    # other latent means (e.g. after retraining) or a damaged cache: recomputed
+    meta = json.loads((run_copy / "umap.json").read_text())
+    np.save(run_copy / "umap.npy", np.zeros((3, 2), np.float32))
+    again = umap_coords(run_copy, d.latent, d.ids_hash)
+    assert again.shape == xy.shape and json.loads((run_copy / "umap.json").read_text()) == meta
+    assert not [p for p in run_copy.iterdir() if p.name.startswith(".umap")]  # no temp files left
+
+
+def test_selection_by_box_polygon_ids_and_bins(state):
+    xy = state.data.umap
+    state.select_box(xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max())
+    assert len(state.selection) == len(xy)
+    cx, cy = np.median(xy, 0)
+    state.select_box(xy[:, 0].min() - 1, xy[:, 1].min() - 1, cx, cy)
+    inside = (xy[:, 0] <= cx) & (xy[:, 1] <= cy)
+    assert state.selection == np.flatnonzero(inside).tolist()
+    # the same box as a lasso polygon
+    x0, y0 = xy.min(0) - 1
+    state.select_polygon([x0, cx, cx, x0], [y0, y0, cy, cy])
+    assert state.selection == np.flatnonzero(inside).tolist()
+    state.select_ids(f"{state.data.ids[3]}, {state.data.ids[1]}\n")
+    assert state.selection == [1, 3]
+    with pytest.raises(CurationError):
+        state.select_ids("no_such_contig")
+    b = _big_bin(state)
+    state.select_bins([b])
+    assert state.selected_bins == [b] and state.selection == state.binset.members(b).tolist()
+
+
+def test_split_preview_then_commit_undo_redo(state):
+    b = _big_bin(state)
+    members = state.binset.members(b)
+    state.select_rows(members[: len(members) // 2])
+    before = state.binset.assignment.copy()
+    preview = state.preview("split")
+    assert np.array_equal(state.binset.assignment, before)  # a preview changes nothing
+    assert set(preview["when"]) == {"now", "after"}
+    now = preview[preview.when == "now"]
+    assert now["bin"].tolist() == [b]
+    after = preview[preview.when == "after"].set_index("bin")
+    assert len(after) == 2 and after["n_contigs"].sum() == len(members)
+    # the preview is exactly the quality the committed edit gives
+    v = state.version
+    edit = state.apply("split")
+    assert edit["op"] == "split" and state.version == v + 1
+    q = state.quality().set_index("bin")
+    for name, row in after.iterrows():
+        assert q.loc[name, "completeness"] == row["completeness"] and q.loc[name, "contamination"] == row["contamination"]
+    assert len(state.binset.bins) == len(set(before) - {""}) + 1
+    assert state.undo() and np.array_equal(state.binset.assignment, before)
+    assert state.redo() and state.binset.assignment[members[0]] == edit["new"]
+    assert not state.redo()
+    assert state.history()["op"].tolist() == ["split"]
+
+
+def test_split_across_bins_and_unbinned_is_a_move_to_a_new_bin(state):
+    bins = state.binset.bins
+    rows = [int(state.binset.members(bins[0])[0])]
+    if len(bins) > 1:
+        rows.append(int(state.binset.members(bins[1])[0]))
+    state.binset.unbin([rows[0]])  # one of them unbinned
+    state.select_rows(rows)
+    state.new_name = "picked"
+    edit = state.apply("split")
+    assert edit == {"op": "move", "contigs": sorted(state.data.ids[rows].tolist(), key=lambda c: list(state.data.ids).index(c)),
+                    "to": "picked"}
+    state.select_rows(rows)
+    with pytest.raises(CurationError, match="already exists"):
+        state.preview("split")
+
+
+def test_move_unbin_merge_accept(state):
+    bins = state.binset.bins
+    b = bins[0]
+    rows = state.binset.members(b)[:3]
+    state.select_rows(rows)
+    state.target = "elsewhere"
+    state.apply("move")
+    assert set(state.binset.assignment[rows]) == {"elsewhere"}
+    state.apply("unbin")
+    assert set(state.binset.assignment[rows]) == {""}
+    assert "elsewhere" not in state.quality()["bin"].tolist()
+    state.select_rows([])
+    with pytest.raises(CurationError, match="select contigs"):
+        state.preview("unbin")
+    # merge two bins (make a second one when the tiny run has one bin)
+    if len(state.binset.bins) < 2:
+        state.select_rows(state.binset.members(b)[:5])
+        state.apply("split")
+    two = state.binset.bins[:2]
+    state.select_bins(two)
+    p = state.preview("merge")
+    assert p[p.when == "after"]["bin"].tolist() == [two[0]]
+    n = sum(len(state.binset.members(x)) for x in two)
+    state.apply("merge")
+    assert len(state.binset.members(two[0])) == n and state.selected_bins == [two[0]]
+    state.apply("accept")
+    assert state.binset.accepted == {two[0]}
+    assert bool(state.quality().set_index("bin").loc[two[0], "accepted"])
+    state.selected_bins = [two[0]]
+    with pytest.raises(CurationError):
+        state.apply("merge")  # one bin is not a merge
+
+
+def test_conflicts_are_marker_sharing_contigs_of_one_bin(state):
+    pairs = state.data.cannot_links
+    flags = state.conflicts()
+    a = state.binset.assignment
+    expected = np.zeros(len(a), bool)
+    for i, j in pairs:
+        if a[i] == a[j] and a[i] != "":
+            expected[[i, j]] = True
+    assert np.array_equal(flags, expected)
+    state.binset.unbin(np.flatnonzero(a != ""))
+    assert not state.conflicts().any()
+
+
+def test_save_is_replayable_and_sessions_are_separate(run_copy):
+    from deepmetabin.ui.state import CurationState, RunData
+
+    data = RunData(run_copy)
+    one, two = CurationState(data), CurationState(data)
+    b = one.binset.bins[0]
+    one.select_rows(one.binset.members(b)[:4])
+    one.apply("split")
+    assert len(two.binset.edits) == 0 and len(two.binset.bins) == len(one.binset.bins) - 1  # not shared
+    path = one.save()
+    assert path == run_copy.resolve() / "curation.json"
+    replayed = BinSet.replay(data.base_bins(), BinSet.load_edits(path))
+    assert np.array_equal(replayed.assignment, one.binset.assignment)
+    assert len(two.binset.edits) == 0  # an open session keeps its own state
+    three = CurationState(RunData(run_copy))  # a new session resumes the saved log
+    assert np.array_equal(three.binset.assignment, one.binset.assignment)
+    assert CurationState(data, resume_saved=False).binset.edits == []
+
+
+def test_export_writes_every_format_inside_the_run(state, run_copy):
+    b = _big_bin(state)
+    state.select_rows(state.binset.members(b)[:4])
+    state.apply("split")
+    folder = state.export("my curated/bins v1")
+    assert folder == run_copy.resolve() / "export" / "my_curated_bins_v1"
+    bins = read_binning(folder / "bins.tsv")
+    assert sorted(bins["bin"].unique()) == sorted(state.binset.bins)
+    assert sorted(p.stem for p in (folder / "bins").glob("*.fna")) == sorted(state.binset.bins)
+    q = pd.read_csv(folder / "quality.tsv", sep="\t")
+    assert sorted(q["bin"]) == sorted(state.binset.bins) and {"completeness", "contamination", "tier"} <= set(q.columns)
+    assert (folder / "bins.cami").read_text().startswith("@Version:0.9.1")
+    assert BinSet.load_edits(folder / "curation.json") == state.binset.edits
+    n_fasta = sum(p.read_text().count(">") for p in (folder / "bins").glob("*.fna"))
+    assert n_fasta == len(bins)
+
+
+@pytest.mark.parametrize("name", ["../escape", "../../etc", "/abs/path", "a/../../b", "..", "....", "x\\..\\y", "~/home"])
+def test_export_names_never_leave_the_run(state, run_copy, name):
+    from deepmetabin.ui.state import ExportError
+
+    root = run_copy.resolve() / "export"
+    try:
+        folder = state.export_dir(name)
+    except ExportError:
+        return
+    assert folder.parent == root and ".." not in folder.name and "/" not in folder.name
+    out = state.export(name)
+    assert out.parent == root
+    assert sorted(p.name for p in run_copy.parent.iterdir()) == ["run"]  # nothing written beside the run
+
+
+def test_empty_export_name_is_refused(state):
+    from deepmetabin.ui.state import ExportError
+
+    for bad in ("", "  ", "..", "///"):
+        with pytest.raises(ExportError):
+            state.export(bad)
+
+
+def test_every_view_and_colouring_renders_to_bokeh(state):
+    """Each plot a widget can ask for becomes a Bokeh model (catches bad plot options without a browser)."""
+    import holoviews as hv
+    import panel as pn
+
+    from deepmetabin.ui import views
+    from deepmetabin.ui.state import TrainingState
+
+    for colour in views.colour_options(state):
+        assert hv.render(views.latent_map_plot(state, colour), backend="bokeh") is not None, colour
+    for colour in ("label", "seed", "bin"):
+        for pruned in (False, True):
+            assert hv.render(views.graph_plot(state, colour, pruned), backend="bokeh") is not None
+    t = TrainingState(state.data)
+    hv.render(views.loss_plot(t.losses), backend="bokeh")
+    hv.render(views.loss_plot(t.losses.iloc[0:0]), backend="bokeh")
+    hv.render(views.snapshot_plot(None), backend="bokeh")
+    hv.render(views.snapshot_plot((np.random.default_rng(0).normal(size=(50, 8)), np.arange(50) % 3)), backend="bokeh")
+    root = views.app(state, t).get_root()  # the whole layout builds
+    assert root is not None
+    state.select_rows([0, 1])
+    state.apply("unbin")  # views follow a change of the bins
+    assert hv.render(views.latent_map_plot(state, "conflict"), backend="bokeh") is not None
+    pn.state.kill_all_servers()
+
+
+def _train_until(t, n_epochs: int, timeout: float = 90.0) -> None:
+    """Drain events like the app's periodic callback; ask to stop once ``n_epochs`` more epochs are seen."""
+    start, deadline, asked = len(t.losses), time.time() + timeout, False
+    while t.running and time.time() < deadline:
+        t.drain()
+        if len(t.losses) - start >= n_epochs and not asked:
+            t.stop()
+            asked = True
+        time.sleep(0.05)
+    t.join(10)
+    t.drain()
+
+
+def test_training_runs_in_a_thread_stops_and_resumes(run_copy):
+    from deepmetabin.pipeline import Run
+    from deepmetabin.ui.state import RunData, TrainingState
+
+    t = TrainingState(RunData(run_copy), epochs=40)
+    assert len(t.losses) == 6  # the run's history
+    t.start(resume=False)
+    with pytest.raises(RuntimeError):
+        t.start()
+    _train_until(t, 2)
+    assert t.status == "done" and not t.running, t.status
+    first = t.losses["epoch"].tolist()
+    assert first[0] == 0 and 2 <= len(first) < 40 and t.total == 40 and t.device
+    assert t.snapshot is not None and t.snapshot[0].shape[1] == 8 and len(t.snapshot[1]) == len(t.snapshot[0])
+    assert Run.load(run_copy).done("train")
+    t.start(resume=True)  # continues from the checkpoint written when it stopped
+    _train_until(t, 1)
+    assert t.status == "done"
+    assert t.losses["epoch"].tolist()[: len(first) + 1] == first + [first[-1] + 1]
