@@ -365,7 +365,35 @@ def _run_bin(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- app
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="open the Panel app on a run folder (served on localhost)",
+                       description="Serve app/main.py with `panel serve` on 127.0.0.1 for the run folder --run.")
+    p.add_argument("--run", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo, made by `make demo`)")
+    p.add_argument("--port", type=int, default=5006, help="port on 127.0.0.1 (default 5006)")
+    p.add_argument("--show", action="store_true", help="open a browser tab")
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .manifest import load_manifest
+
+    load_manifest(args.run)  # a clear error when it is not a run folder
+    main_py = Path(__file__).resolve().parents[1] / "app" / "main.py"
+    if not main_py.exists():
+        from .errors import InputFileError
+
+        raise InputFileError(f"{main_py}: the app is not there (it ships with a source checkout); run from the repository")
+    cmd = [sys.executable, "-m", "panel", "serve", str(main_py), "--address", "127.0.0.1", "--port", str(args.port),
+           "--allow-websocket-origin", f"127.0.0.1:{args.port}", "--allow-websocket-origin", f"localhost:{args.port}"]
+    cmd += ["--show"] if args.show else []
+    print(f"app: http://127.0.0.1:{args.port}/main  (run {args.run}; Ctrl-C stops)", flush=True)
+    return subprocess.call(cmd + ["--args", "--run", str(args.run.resolve())])
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
+    "app": (_add_app, _run_app),
     "bin": (_add_bin, _run_bin),
     "concat": (_add_concat, _run_concat),
     "features": (_add_features, _run_features),

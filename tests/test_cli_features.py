@@ -95,3 +95,8 @@ def test_missing_contigs_file(tmp_path, capsys):
     _, table, *_ = make_inputs(tmp_path)
     assert main(["-q", "features", "--contigs", str(tmp_path / "none.fna"), "--depth", str(table), "--out", str(tmp_path / "r")]) == 2
     assert "none.fna: file not found" in capsys.readouterr().err
+
+
+def test_app_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["app", "--run", str(tmp_path)]) == 2
+    assert "not a deepmetabin run folder" in capsys.readouterr().err
