@@ -72,7 +72,8 @@ def input_magic(path: Path, *, kind: str, option: str) -> bytes:
         return fh.read(4)
 
 
-def _guard_os_error(path: Path, exc: OSError) -> DeepMetaBinError:
+def write_error(path: Path, exc: OSError) -> DeepMetaBinError:
+    """The one-line error for a failed write (disk full, permission, ...); earlier outputs stay intact."""
     return DeepMetaBinError(
         f"{path}: could not write ({exc.strerror or exc}); check free disk space and write permission "
         "of the output folder, then run again (earlier outputs were left intact)"
@@ -85,7 +86,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
     except OSError as exc:
-        raise _guard_os_error(Path(path), exc) from exc
+        raise write_error(Path(path), exc) from exc
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -119,7 +120,7 @@ def save_parquet(path: str | os.PathLike[str], frame: pd.DataFrame, metadata: di
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
     except OSError as exc:
-        raise _guard_os_error(Path(path), exc) from exc
+        raise write_error(Path(path), exc) from exc
 
 
 def parquet_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._io import write_json, write_text
+from ._io import write_error, write_json, write_text
 from .contigs import Contigs
 from .errors import DeepMetaBinError
 
@@ -273,6 +273,7 @@ class BinSet:
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        old: Path | None = None
         try:
             for b in self.bins:
                 sub = tmp / _safe(group(b) or "") if group else tmp
@@ -282,7 +283,6 @@ class BinSet:
                         seq = contigs.sequence(r)
                         fh.write(f">{self.ids[r]}\n")
                         fh.writelines(seq[i : i + width] + "\n" for i in range(0, len(seq), width))
-            old = None
             if folder.exists():
                 old = folder.with_name(f".{folder.name}.old")
                 if old.exists():
@@ -291,6 +291,11 @@ class BinSet:
             os.replace(tmp, folder)
             if old is not None:
                 shutil.rmtree(old)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None and old.exists() and not folder.exists():
+                os.replace(old, folder)  # put the previous bins back
+            raise write_error(folder, exc) from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

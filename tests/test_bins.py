@@ -97,3 +97,53 @@ def test_bin_names_are_sanitised_for_files(tmp_path):
     b.rename("bin_0", "../../evil")
     files = b.write_fasta(tmp_path / "bins", contigs)
     assert all(f.parent == tmp_path / "bins" for f in files)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_disk_full_during_export_keeps_previous_outputs(tmp_path, monkeypatch):
+    from deepmetabin import _io
+    from deepmetabin.errors import DeepMetaBinError
+
+    contigs = Contigs.from_sequences([(c, "ACGT" * 10) for c in IDS])
+    b = base()
+    b.write_fasta(tmp_path / "bins", contigs)
+    b.write_tsv(tmp_path / "bins.tsv")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    b.merge(["bin_0", "bin_1"])
+    monkeypatch.setattr(_io.os, "replace", _disk_full)
+    with pytest.raises(DeepMetaBinError, match="No space left on device.*intact"):
+        b.write_tsv(tmp_path / "bins.tsv")
+    with pytest.raises(DeepMetaBinError, match="No space left on device"):
+        b.write_fasta(tmp_path / "bins", contigs)
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # old bins.tsv and bins/ untouched, no temp files left
+
+
+def test_failure_after_old_bins_moved_aside_puts_them_back(tmp_path, monkeypatch):
+    import os as real_os
+
+    from deepmetabin.errors import DeepMetaBinError
+
+    contigs = Contigs.from_sequences([(c, "ACGT" * 10) for c in IDS])
+    b = base()
+    b.write_fasta(tmp_path / "bins", contigs)
+    before = sorted(p.name for p in (tmp_path / "bins").iterdir())
+    b.merge(["bin_0", "bin_1"])
+    calls = []
+    original = real_os.replace
+
+    def second_call_fails(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the swap of the new folder in, after the old one moved aside
+            raise OSError(28, "No space left on device")
+        return original(src, dst)
+
+    monkeypatch.setattr(real_os, "replace", second_call_fails)
+    with pytest.raises(DeepMetaBinError):
+        b.write_fasta(tmp_path / "bins", contigs)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "bins").iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bins"]
