@@ -305,13 +305,15 @@ def bins_stage(
     min_bin_bp: int = 200_000,
     seed: int = 0,
     multi_split: str | None = None,
+    min_composition_silhouette: float | None = 0.12,
 ) -> dict[str, Any]:
     """Cluster the latent means into bins and write them; return the manifest.
 
     K = round(``k_factor`` x the genome count estimated from ``sc107`` markers). Without any marker
     hit, K = the number of GMVAE components that hold the most probable component of at least 1 %
     of the contigs (a warning is logged). Then: GMM -> split of contaminated clusters with
-    cannot-links (``split``) -> clusters < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
+    cannot-links (``split``; a split is kept only when its parts differ in TNF composition, silhouette
+    >= ``min_composition_silhouette``, None = always keep) -> clusters < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
     ``bins.cami``, ``unbinned.tsv``, ``quality.tsv`` and ``bins/<bin>.fna``.
 
     ``multi_split`` (a separator such as ``"C"``): contig ids are ``<sample><separator>...``; K comes
@@ -361,8 +363,12 @@ def bins_stage(
         links = same_sample_links(links, samples)
     quality = bin_quality(labels, checkm, contigs)
     if split:
+        from .tnf import TNF_DIM
+
+        composition = load_array(run_dir, "features")[:, :TNF_DIM] if min_composition_silhouette is not None else None
         labels = split_contaminated(latent, labels, links, quality, min_completeness=min_completeness,
-                                    min_contamination=min_contamination, seed=seed)
+                                    min_contamination=min_contamination, composition=composition,
+                                    min_composition_silhouette=min_composition_silhouette or 0.0, seed=seed)
     labels = drop_small(labels, contigs.lengths, min_bin_bp)
     binset = BinSet.from_labels(contigs.ids, labels)
     group = None
@@ -385,7 +391,8 @@ def bins_stage(
     return record_stage(
         run_dir, manifest, "bins",
         params={"k_factor": k_factor, "split": split, "min_completeness": min_completeness,
-                "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed, "multi_split": multi_split},
+                "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed, "multi_split": multi_split,
+                "min_composition_silhouette": min_composition_silhouette},
         outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins"},
         seconds=time.perf_counter() - t0,
         extra={"k": k, "k_rule": k_rule, "genomes_estimate": int(estimate), "gmm_clusters": n_clusters,
@@ -411,6 +418,7 @@ class Config:
     seed: int = 0
     threads: int = 1
     multi_split: str | None = None  # sample separator of the contig ids in multi-sample mode
+    min_composition_silhouette: float | None = 0.12  # keep a split only if its parts differ in TNF
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
         from dataclasses import asdict
@@ -425,7 +433,7 @@ class Config:
             "train": json_safe({k: v for k, v in asdict(tc).items() if k not in ("threads", "device")}),
             "bins": {"k_factor": self.k_factor, "split": self.split, "min_completeness": self.min_completeness,
                      "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed,
-                     "multi_split": self.multi_split},
+                     "multi_split": self.multi_split, "min_composition_silhouette": self.min_composition_silhouette},
         }
 
 
@@ -550,7 +558,7 @@ def run(
         else:
             bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
                        min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
-                       multi_split=config.multi_split)
+                       multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette)
         mark(stage)
         note(stage, "done")
     return Run.load(out)

@@ -68,3 +68,16 @@ def test_drop_small_unbins_and_renumbers_by_size():
     labels = np.array([0, 0, 1, 2, 2, 2, -1])
     lengths = np.array([150_000, 100_000, 50_000, 100_000, 100_000, 100_000, 5])
     assert drop_small(labels, lengths).tolist() == [1, 1, -1, 0, 0, 0, -1]
+
+
+def test_split_kept_only_when_parts_differ_in_composition():
+    x, genome, links = merged_cluster_with_links()
+    rng = np.random.default_rng(3)
+    labels = np.zeros(len(x), dtype=int)
+    quality = pd.DataFrame({"bin": [0], "completeness": [99.0], "contamination": [95.0]})
+    two_species = rng.normal(0, 1, size=(len(x), 10)) + 4.0 * genome[:, None]  # composition differs by genome
+    strains = rng.normal(0, 1, size=(len(x), 10))  # one composition for both
+    split = split_contaminated(x, labels, links, quality, composition=two_species)
+    assert len(set(split)) == 2 and cannot_link_violations(split, links) == 0
+    kept = split_contaminated(x, labels, links, quality, composition=strains)
+    assert np.array_equal(kept, labels)
