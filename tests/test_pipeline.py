@@ -9,35 +9,22 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from deepmetabin.cli import main
 from deepmetabin.evaluate import read_binning, score
 from deepmetabin.pipeline import Run
 
-DATA = Path(__file__).resolve().parent / "data"
-FASTA = DATA / "ssuis_hpylori.fna.gz"
+from simulated import FASTA, write_simulated_table
+
 FAST = ["--epochs", "25", "--threads", "2", "--latent", "8", "--components", "8"]
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """A depth table in MetaBAT format: each genome its own abundance profile over 3 samples, Poisson noise."""
+    """A simulated MetaBAT depth table (each genome its own abundance profile) and a CAMI truth."""
     tmp = tmp_path_factory.mktemp("inputs")
-    truth = pd.read_csv(DATA / "ssuis_hpylori.truth.tsv", sep="\t")
-    from deepmetabin.contigs import read_contigs
-
-    c = read_contigs(FASTA)
-    genome = truth.set_index("contig").loc[c.ids.astype(str), "genome"].to_numpy()
-    profile = {"ssuis_SC84": np.array([12.0, 3.0, 7.0]), "hpylori_ELS37": np.array([4.0, 9.0, 2.0])}
-    rng = np.random.default_rng(0)
-    depth = np.stack([rng.poisson(profile[g] * L / 150) * 150 / L for g, L in zip(genome, c.lengths)])
-    lines = ["contigName\tcontigLen\ttotalAvgDepth\tS1.bam\tS1.bam-var\tS2.bam\tS2.bam-var\tS3.bam\tS3.bam-var"]
-    for cid, L, d in zip(c.ids, c.lengths, depth):
-        lines.append(f"{cid}\t{L}\t{d.sum():.4f}\t" + "\t".join(f"{x:.4f}\t1.0" for x in d))
-    (tmp / "depth.tsv").write_text("\n".join(lines) + "\n")
+    c, genome = write_simulated_table(tmp / "depth.tsv")
     cami = tmp / "truth.tsv"
     cami.write_text("@@SEQUENCEID\tBINID\tLENGTH\n" + "".join(f"{i}\t{g}\t{L}\n" for i, g, L in zip(c.ids, genome, c.lengths)))
     return tmp / "depth.tsv", cami

@@ -14,31 +14,21 @@ from deepmetabin.bins import BinSet, CurationError
 from deepmetabin.cli import main
 from deepmetabin.evaluate import read_binning
 
-DATA = Path(__file__).resolve().parent / "data"
-FASTA = DATA / "ssuis_hpylori.fna.gz"
+from simulated import FASTA, write_simulated_table
+
 FAST = ["--epochs", "6", "--threads", "2", "--latent", "8", "--components", "8"]
 
 
 def build_tiny_run(base: Path) -> Path:
     """A finished run folder (with its UMAP cached) under ``base``, built once per test session."""
-    from deepmetabin.contigs import read_contigs
     from deepmetabin.ui.state import RunData
 
     run = base / "ui_tiny" / "run"
     if (run / "umap.npy").exists():
         return run
     (base / "ui_tiny").mkdir(parents=True, exist_ok=True)
-    truth = pd.read_csv(DATA / "ssuis_hpylori.truth.tsv", sep="\t")
-    c = read_contigs(FASTA)
-    genome = truth.set_index("contig").loc[c.ids.astype(str), "genome"].to_numpy()
-    profile = {"ssuis_SC84": np.array([12.0, 3.0, 7.0]), "hpylori_ELS37": np.array([4.0, 9.0, 2.0])}
-    rng = np.random.default_rng(0)
-    depth = np.stack([rng.poisson(profile[g] * L / 150) * 150 / L for g, L in zip(genome, c.lengths)])
-    lines = ["contigName\tcontigLen\ttotalAvgDepth\tS1.bam\tS1.bam-var\tS2.bam\tS2.bam-var\tS3.bam\tS3.bam-var"]
-    for cid, L, d in zip(c.ids, c.lengths, depth):
-        lines.append(f"{cid}\t{L}\t{d.sum():.4f}\t" + "\t".join(f"{x:.4f}\t1.0" for x in d))
     table = base / "ui_tiny" / "depth.tsv"
-    table.write_text("\n".join(lines) + "\n")
+    write_simulated_table(table)
     assert main(["-q", "bin", "--contigs", str(FASTA), "--depth", str(table), "--out", str(run), *FAST]) == 0
     RunData(run).umap  # noqa: B018 (computes and caches umap.npy)
     return run
