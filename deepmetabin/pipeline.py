@@ -46,12 +46,15 @@ def features_stage(
     force: bool = False,
     depth_progress: Progress | None = None,
     tnf_progress: Progress | None = None,
+    sample_separator: str | None = None,
 ) -> dict[str, Any]:
     """Create run folder ``out`` with ``contigs.parquet``, ``tnf.npy`` and ``features.npy``; return the manifest.
 
     All inputs are read and validated before anything is written, so bad input leaves no output.
+    ``sample_separator`` (multi-split): every id must carry a sample prefix that names a BAM / depth
+    column (checked before depth is computed from BAMs).
     """
-    from .depth import depth_from_bams, read_depth_table
+    from .depth import depth_from_bams, read_depth_table, sample_name
     from .features import features, feature_names
     from .tnf import tnf
 
@@ -62,10 +65,14 @@ def features_stage(
     if (bams is None) == (depth_table is None):
         raise ValueError("give exactly one of bams or depth_table")
     if bams is not None:
+        if sample_separator:
+            _check_sample_columns(contigs.ids, sample_separator, [sample_name(Path(b).name) for b in bams], str(bams[0]), str(contigs_path))
         depth, samples = depth_from_bams(bams, contigs, threads=threads, progress=depth_progress)
         inputs: dict[str, Any] = {"bams": [{"path": str(Path(b).resolve()), "size": Path(b).stat().st_size} for b in bams]}
     else:
         depth, samples = read_depth_table(depth_table, contigs)
+        if sample_separator:
+            _check_sample_columns(contigs.ids, sample_separator, samples, str(depth_table), str(contigs_path))
         inputs = {"depth_table": {"path": str(Path(depth_table).resolve()), "sha256": file_sha256(depth_table)}}
     contigs = contigs.with_depth(depth, samples)
     inputs["contigs"] = {"path": str(Path(contigs_path).resolve()), "sha256": file_sha256(contigs_path), "min_length": min_length}
@@ -456,22 +463,17 @@ def _inputs_signature(contigs: str | os.PathLike[str], bams: Sequence[str | os.P
     return sig
 
 
-def _check_multi_inputs(contigs: str | os.PathLike[str], bams: Sequence[str | os.PathLike[str]] | None,
-                        depth_table: str | os.PathLike[str] | None, config: Config) -> None:
+def _check_sample_columns(ids: np.ndarray, separator: str, columns: Sequence[str], source: str, fasta: str) -> None:
     """Multi-split needs sample-prefixed ids and one depth column (BAM) named after every sample."""
-    from .depth import read_depth_table, sample_name
     from .multisample import sample_of
 
-    catalogue = read_contigs(contigs, min_length=config.min_length)
-    ids = catalogue.ids
-    samples = sample_of(ids, config.multi_split, source=str(contigs))
-    columns = [sample_name(Path(b).name) for b in bams] if bams else read_depth_table(depth_table, catalogue)[1]
+    samples = sample_of(ids, separator, source=fasta)
     for s_ in pd.unique(samples):
         if s_ not in columns:
             first = ids[np.flatnonzero(samples == s_)[0]]
-            what = f"BAM named {s_}.bam" if bams else f"depth column for sample {s_}"
+            what = f"BAM named {s_}.bam" if source.endswith((".bam", ".cram")) else f"depth column for sample {s_}"
             raise RunFolderError(
-                f"{bams[0] if bams else depth_table}: sample '{s_}' (contig {first}) has no {what}; give one BAM per "
+                f"{source}: sample '{s_}' (contig {first}) has no {what}; give one BAM per "
                 f"sample, named after the sample (have: {', '.join(columns)})"
             )
 
@@ -545,10 +547,9 @@ def run(
             continue
         note(stage, "start")
         if stage == "features":
-            if config.multi_split:
-                _check_multi_inputs(contigs, bams, depth_table, config)
             features_stage(contigs, out, bams=bams, depth_table=depth_table, min_length=config.min_length,
-                           threads=config.threads, force=True, depth_progress=prog("depth"), tnf_progress=prog("tnf"))
+                           threads=config.threads, force=True, depth_progress=prog("depth"), tnf_progress=prog("tnf"),
+                           sample_separator=config.multi_split)
         elif stage == "graph":
             graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, progress=prog("graph"))
         elif stage == "markers":

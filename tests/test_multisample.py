@@ -1,7 +1,6 @@
 """Multi-sample mode: concat, sample prefixes, per-sample cannot-links and bins, per-sample scores."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,11 +8,13 @@ import pytest
 
 from deepmetabin.cli import main
 from deepmetabin.contigs import read_contigs
+from deepmetabin.depth import write_depth_table
 from deepmetabin.errors import FastaError, InputFileError
 from deepmetabin.evaluate import read_binning, score_per_sample
 from deepmetabin.multisample import concatenate, same_sample_links, sample_of, split_labels_by_sample
 
-DATA = Path(__file__).resolve().parent / "data"
+from simulated import FASTA, genomes, simulated_depth
+
 
 
 def test_sample_of_and_errors():
@@ -59,22 +60,17 @@ def test_score_per_sample_mean_and_pooled():
 
 def test_bin_multi_split_end_to_end(tmp_path, capsys):
     """Two 'samples' assembled the same two genomes; bins must come per sample, never mixing samples."""
-    both = read_contigs(DATA / "ssuis_hpylori.fna.gz")
-    truth = pd.read_csv(DATA / "ssuis_hpylori.truth.tsv", sep="\t").set_index("contig")["genome"]
-    genome = truth.loc[both.ids.astype(str)].to_numpy()
+    both = read_contigs(FASTA)
+    genome = genomes(both)
     fa = tmp_path / "one.fna"
     fa.write_text("".join(f">{cid}\n{seq}\n" for cid, seq in both.sequences()))
     cat = tmp_path / "cat.fna"
     concatenate([fa, fa], cat)
-    ids = read_contigs(cat).ids
-    rng = np.random.default_rng(1)
-    profile = {"ssuis_SC84": [9.0, 2.0], "hpylori_ELS37": [3.0, 6.0]}
-    lines = ["contigName\tcontigLen\ttotalAvgDepth\tS1.bam\tS1.bam-var\tS2.bam\tS2.bam-var"]
-    for cid, g, L in zip(ids, np.concatenate([genome, genome]), np.concatenate([both.lengths, both.lengths])):
-        d = rng.poisson(np.array(profile[g]) * L / 150) * 150 / L
-        lines.append(f"{cid}\t{L}\t{d.sum():.3f}\t{d[0]:.4f}\t1\t{d[1]:.4f}\t1")
+    catalogue = read_contigs(cat)
+    ids = catalogue.ids
+    profile = {"ssuis_SC84": (9.0, 2.0), "hpylori_ELS37": (3.0, 6.0)}
     depth = tmp_path / "depth.tsv"
-    depth.write_text("\n".join(lines) + "\n")
+    write_depth_table(depth, catalogue, simulated_depth(np.concatenate([genome, genome]), catalogue.lengths, profile, seed=1), ["S1", "S2"])
     out = tmp_path / "run"
     args = ["-q", "bin", "--contigs", str(cat), "--depth", str(depth), "--out", str(out), "--multi-split",
             "--epochs", "20", "--latent", "8", "--components", "8", "--threads", "2"]
