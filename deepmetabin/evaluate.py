@@ -150,6 +150,24 @@ def score(bins: pd.DataFrame, truth: pd.DataFrame, lengths: pd.Series | None = N
     )
 
 
+def precision_by_length(bins: pd.DataFrame, truth: pd.DataFrame, lengths: pd.Series, *, min_length: int = 1000,
+                        max_length: int = 2500) -> tuple[float, int]:
+    """(precision, n) of the binned contigs with ``min_length`` <= length < ``max_length`` bp: the share
+    of them whose genome is their bin's majority genome (majority by contig count over the whole bin,
+    as in the F1 by contigs), and how many such contigs are binned (precision NaN when none)."""
+    b = bins[["contig", "bin"]].merge(truth[["contig", "bin"]].rename(columns={"bin": "genome"}), on="contig", how="inner")
+    if b.empty:
+        return float("nan"), 0
+    majority = b.groupby(["bin", "genome"]).size().reset_index(name="n").sort_values("n", ascending=False) \
+        .drop_duplicates("bin").set_index("bin")["genome"]
+    length = b["contig"].map(lengths).to_numpy()
+    short = (length >= min_length) & (length < max_length)
+    if not short.any():
+        return float("nan"), 0
+    right = b["genome"].to_numpy()[short] == b["bin"].map(majority).to_numpy()[short]
+    return float(right.mean()), int(short.sum())
+
+
 def labels_to_bins(ids: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """(N,) contig ids + (N,) integer labels (-1 = unbinned) -> DataFrame(contig, bin)."""
     keep = np.asarray(labels) >= 0

@@ -496,6 +496,21 @@ def refine(
     return Refined(graph=pruned, seeds=seeds, labels=labels, counts=counts, params=params, knn=g)
 
 
+def unrefined(graph: sp.spmatrix) -> Refined:
+    """The k-NN graph as a :class:`Refined` with no edge removed (refinement switched off, for ablations):
+    every contig unseeded and unlabelled (-1), counts with the same keys as :func:`refine`'s."""
+    g = _check_graph(graph)
+    n = g.shape[0]
+    edges, with_edge = n_edges(g), int((degree(g) > 0).sum())
+    counts: dict[str, Any] = {
+        "n_contigs": int(n), "edges_knn": edges, "contigs_with_edge_knn": with_edge, "seed_clusters": 0,
+        "seeded_contigs": 0, "labelled_contigs": 0, "propagation_rounds": 0, "edges_after_distance_cut": edges,
+        "edges_after_label_cut": edges, "edges": edges, "contigs_with_edge": with_edge,
+    }
+    none = np.full(n, -1, dtype=np.int32)
+    return Refined(graph=g, seeds=none, labels=none.copy(), counts=counts, params={"refine": False}, knn=g)
+
+
 # ----------------------------------------------------------------------------------- save / load
 def _csr_arrays(prefix: str, g: sp.csr_matrix) -> dict[str, np.ndarray]:
     return {f"{prefix}_data": g.data.astype(np.float32), f"{prefix}_indices": g.indices.astype(np.int32),

@@ -146,12 +146,14 @@ def graph_stage(
     method: str = "auto",
     seed: int = 0,
     threads: int = 1,
+    refine: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Add ``graph.npz`` (refined k-NN graph, see :mod:`deepmetabin.graph`) and ``graph_labels.tsv``
     (contig, seed cluster, propagated label, k-NN and refined degree) to a run folder; return the manifest.
 
-    ``None`` options take the defaults of :func:`deepmetabin.graph.refine`.
+    ``None`` options take the defaults of :func:`deepmetabin.graph.refine`; ``refine=False`` keeps
+    the whole k-NN graph (:func:`deepmetabin.graph.unrefined`, for ablations).
     """
     from ._io import write_text
     from . import graph as G
@@ -166,7 +168,7 @@ def graph_stage(
         opts["eps_quantile"] = eps_quantile
     if min_samples is not None:
         opts["min_samples"] = min_samples
-    refined = G.refine(knn, **opts)
+    refined = G.refine(knn, **opts) if refine else G.unrefined(knn)
     G.save_graph(Path(run_dir) / "graph.npz", refined, ids_hash=manifest["ids_hash"])
     labels = pd.DataFrame({
         "contig": ids, "seed": refined.seeds, "label": refined.labels,
@@ -257,12 +259,14 @@ def train_stage(
     resume: bool = True,
     callbacks: Sequence[Callable[[Any], None]] = (),
     stop: Callable[[], bool] | None = None,
+    restart_on_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Train the GMVAE on the run's features and refined graph; write ``model.pt``, ``latent.npy``
     (N x d float32 latent means) and ``history.parquet`` (one row per epoch); return the manifest.
 
     A checkpoint ``train.ckpt`` is written every ``config.checkpoint_every`` epochs; with ``resume``
-    a killed run continues from it (same settings and contigs required).
+    a killed run continues from it (same settings, features and graph required; otherwise an error,
+    or with ``restart_on_mismatch`` a fresh start).
     """
     from .train import TrainConfig, train
 
@@ -273,7 +277,8 @@ def train_stage(
     graph = load_run_graph(run_dir).graph
     run = Path(run_dir)
     trained = train(x, graph, config, callbacks=callbacks, checkpoint=run / "train.ckpt", resume=resume,
-                    ids_hash=manifest["ids_hash"], stop=stop)
+                    ids_hash=manifest["ids_hash"], stop=stop,
+                    restart_on_mismatch=restart_on_mismatch)
     trained.save(run / "model.pt")
     save_npy(run / "latent.npy", trained.transform(x))
     save_parquet(run / "history.parquet", trained.history, metadata={"ids_hash": manifest["ids_hash"]})
@@ -313,6 +318,7 @@ def bins_stage(
     seed: int = 0,
     multi_split: str | None = None,
     min_composition_silhouette: float | None = 0.12,
+    assign: str = "gmm",
 ) -> dict[str, Any]:
     """Cluster the latent means into bins and write them; return the manifest.
 
@@ -327,7 +333,12 @@ def bins_stage(
     from the largest per-sample genome estimate, clusters are split by sample before the
     contamination split, cannot-links join contigs of one sample only, and bins are named
     ``<sample>_bin_<j>`` and written to ``bins/<sample>/`` (see :mod:`deepmetabin.multisample`).
+
+    ``assign="posterior"`` (for ablations) replaces the GMM by the GMVAE's own most probable
+    component argmax q(y|x) (K is then the model's component count, not the marker estimate).
     """
+    if assign not in ("gmm", "posterior"):
+        raise ValueError(f"assign must be 'gmm' or 'posterior', got {assign!r}")
     from .bins import BinSet
     from .cluster import cannot_link_violations, drop_small, gmm, split_contaminated
     from .markers import cannot_links, estimate_genomes
@@ -360,7 +371,14 @@ def bins_stage(
         share = np.bincount(proba.argmax(1), minlength=proba.shape[1]) / len(proba)
         k, k_rule = max(1, int((share >= 0.01).sum())), "no marker genes found: GMVAE components holding >= 1% of contigs"
         log.warning("%s: no single-copy marker gene found; K = %d (%s)", run_dir, k, k_rule)
-    labels = gmm(latent, k, seed=seed)
+    if assign == "gmm":
+        labels = gmm(latent, k, seed=seed)
+    else:
+        from .train import Trained
+
+        model = Trained.load(run / "model.pt", ids_hash=manifest["ids_hash"])
+        _, labels = np.unique(model.predict_proba(load_array(run_dir, "features")).argmax(1), return_inverse=True)
+        k, k_rule = int(labels.max()) + 1, "argmax q(y|x) of the GMVAE (no GMM)"
     n_clusters = int(labels.max()) + 1
     links = cannot_links(sc, contigs)
     if samples is not None:
@@ -399,7 +417,7 @@ def bins_stage(
         run_dir, manifest, "bins",
         params={"k_factor": k_factor, "split": split, "min_completeness": min_completeness,
                 "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed, "multi_split": multi_split,
-                "min_composition_silhouette": min_composition_silhouette},
+                "min_composition_silhouette": min_composition_silhouette, "assign": assign},
         outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins"},
         seconds=time.perf_counter() - t0,
         extra={"k": k, "k_rule": k_rule, "genomes_estimate": int(estimate), "gmm_clusters": n_clusters,
@@ -426,6 +444,8 @@ class Config:
     threads: int = 1
     multi_split: str | None = None  # sample separator of the contig ids in multi-sample mode
     min_composition_silhouette: float | None = 0.12  # keep a split only if its parts differ in TNF
+    refine: bool = True  # False: train on the unrefined k-NN graph (ablation)
+    assign: str = "gmm"  # "posterior": argmax q(y|x) instead of the GMM (ablation)
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
         from dataclasses import asdict
@@ -435,12 +455,13 @@ class Config:
         tc = self.train or TrainConfig(seed=self.seed)
         return {
             "features": {"min_length": self.min_length},
-            "graph": {"k": self.k, "seed": self.seed},
+            "graph": {"k": self.k, "seed": self.seed, **({} if self.refine else {"refine": False})},
             "markers": {},
             "train": json_safe({k: v for k, v in asdict(tc).items() if k not in ("threads", "device")}),
             "bins": {"k_factor": self.k_factor, "split": self.split, "min_completeness": self.min_completeness,
                      "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed,
-                     "multi_split": self.multi_split, "min_composition_silhouette": self.min_composition_silhouette},
+                     "multi_split": self.multi_split, "min_composition_silhouette": self.min_composition_silhouette,
+                     **({} if self.assign == "gmm" else {"assign": self.assign})},
         }
 
 
@@ -551,15 +572,17 @@ def run(
                            threads=config.threads, force=True, depth_progress=prog("depth"), tnf_progress=prog("tnf"),
                            sample_separator=config.multi_split)
         elif stage == "graph":
-            graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, progress=prog("graph"))
+            graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, refine=config.refine, progress=prog("graph"))
         elif stage == "markers":
             markers_stage(out, threads=config.threads, marker_sets=DEFAULT_STAGE_SETS, progress=prog("markers"))
         elif stage == "train":
-            train_stage(out, tc, resume=True, callbacks=train_callbacks)
+            # a checkpoint continues only the same training (a killed run); new inputs or settings start over
+            train_stage(out, tc, resume=True, callbacks=train_callbacks, restart_on_mismatch=True)
         else:
             bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
                        min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
-                       multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette)
+                       multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette,
+                       assign=config.assign)
         mark(stage)
         note(stage, "done")
     return Run.load(out)

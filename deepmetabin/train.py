@@ -12,6 +12,7 @@ resumed run ends exactly where an uninterrupted one would).
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import logging
 import os
@@ -189,6 +190,7 @@ def train(
     resume: bool = False,
     ids_hash: str = "",
     stop: Callable[[], bool] | None = None,
+    restart_on_mismatch: bool = False,
 ) -> Trained:
     """Fit the GMVAE on (N, D) float32 features ``x`` with must-links from ``graph`` (N x N CSR of edge distances).
 
@@ -196,7 +198,8 @@ def train(
         config: settings (defaults when None).
         callbacks: called with an :class:`EpochEvent` after every epoch.
         checkpoint: path of the checkpoint file, written atomically every ``config.checkpoint_every`` epochs.
-        resume: continue from ``checkpoint`` if it exists (same config and data required).
+        resume: continue from ``checkpoint`` if it exists (same config, features and graph required, else
+            :class:`RunFolderError`; with ``restart_on_mismatch`` such a checkpoint is ignored instead).
         ids_hash: hash of the contig ids (stored in the model and checkpoint, checked on resume).
         stop: polled after every epoch; returning True ends training early (the app's stop button).
     """
@@ -213,6 +216,7 @@ def train(
     graph = sp.csr_matrix((n, n), dtype=np.float32) if graph is None else sp.csr_matrix(graph)
     nb_index, nb_weight, bandwidth = neighbour_table(x, graph, max_neighbours=config.max_neighbours, bandwidth=config.bandwidth)
     col_w = block_weights(x, config.tnf_dim, config.tnf_share)
+    data_digest = _data_digest(x, nb_index, nb_weight)
     perm = rng.permutation(n)
     n_hold = int(round(config.holdout * n)) if n >= 50 else 0
     hold, train_idx = np.sort(perm[:n_hold]), perm[n_hold:]
@@ -230,10 +234,16 @@ def train(
     start_epoch, best_val, best_epoch, bad = 0, float("inf"), -1, 0
     best_state: dict[str, torch.Tensor] | None = None
     ckpt = Path(checkpoint) if checkpoint else None
-    if resume and ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
-        if state["ids_hash"] != ids_hash or state["config"] != asdict(config):
-            raise RunFolderError(f"{ckpt}: checkpoint was made with other contigs or settings; run without --resume")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt is not None and ckpt.exists() else None
+    # (RNG states in a checkpoint must stay CPU tensors)
+    if state is not None and (state["ids_hash"] != ids_hash or state["config"] != asdict(config)
+                              or state.get("data_digest") != data_digest):
+        if not restart_on_mismatch:
+            raise RunFolderError(f"{ckpt}: checkpoint was made with other contigs, features, graph or settings; "
+                                 "run without --resume")
+        log.info("%s: made with other contigs, features, graph or settings; training starts over", ckpt)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         rng.bit_generator.state = state["numpy_rng"]
@@ -276,7 +286,8 @@ def train(
         stopped = stopped or bool(stop and stop())
         last = stopped or epoch == config.epochs - 1
         if ckpt is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
-            _save_checkpoint(ckpt, model, opt, rng, history, epoch + 1, best_val, best_epoch, bad, best_state, config, ids_hash)
+            _save_checkpoint(ckpt, model, opt, rng, history, epoch + 1, best_val, best_epoch, bad, best_state, config, ids_hash,
+                             data_digest)
         if callbacks:
             event = EpochEvent(epoch, config.epochs, {k: row[k] for k in ("loss", "rec", "kl_z", "kl_y", "neighbour", "val_rec")},
                                row["seconds"], str(device), best_epoch, stopped)
@@ -306,7 +317,18 @@ def _held_out_rec(model: GMVAE, xt: torch.Tensor, hold: np.ndarray, col_w: torch
     return float((((xh - model.decode(enc["mu"])) ** 2) * col_w).sum(-1).mean())
 
 
-def _save_checkpoint(path: Path, model, opt, rng, history, epoch, best_val, best_epoch, bad, best_state, config, ids_hash) -> None:
+def _data_digest(x: np.ndarray, nb_index: np.ndarray, nb_weight: np.ndarray) -> str:
+    """What a checkpoint was trained on: the features and the neighbour table built from the graph."""
+    h = hashlib.sha256()
+    for a in (x, nb_index, nb_weight):
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _save_checkpoint(path: Path, model, opt, rng, history, epoch, best_val, best_epoch, bad, best_state, config, ids_hash,
+                     data_digest) -> None:
     with atomic_path(path) as tmp:
         torch.save(
             {
@@ -314,7 +336,7 @@ def _save_checkpoint(path: Path, model, opt, rng, history, epoch, best_val, best
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "history": history, "epoch": epoch, "best_val": best_val,
                 "best_epoch": best_epoch, "bad": bad, "best_state": best_state, "config": asdict(config),
-                "ids_hash": ids_hash,
+                "ids_hash": ids_hash, "data_digest": data_digest,
             },
             tmp,
         )

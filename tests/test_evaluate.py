@@ -1,12 +1,13 @@
 """Scores on hand-computed cases; reading CAMI / VAMB / plain binning files; the CLI."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from deepmetabin.cli import main
 from deepmetabin.errors import InputFileError
-from deepmetabin.evaluate import read_binning, score
+from deepmetabin.evaluate import precision_by_length, read_binning, score
 
 TRUTH = pd.DataFrame({
     "contig": ["a1", "a2", "a3", "a4", "b1", "b2", "b3", "c1"],
@@ -61,3 +62,14 @@ def test_cli_evaluate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "F1 (contigs)" in out and "0.667" in out
     assert main(["evaluate", "--bins", str(tmp_path / "no.tsv"), "--truth", str(truth)]) == 2
+
+
+def test_precision_of_short_contigs():
+    # bin A: 3 contigs of g1 (one short) + 1 short of g2; bin B: 2 of g2 (one short); c7 (short) unbinned
+    truth = pd.DataFrame({"contig": [f"c{i}" for i in range(1, 8)], "bin": ["g1", "g1", "g1", "g2", "g2", "g2", "g1"]})
+    lengths = pd.Series({"c1": 5000, "c2": 1200, "c3": 9000, "c4": 1500, "c5": 3000, "c6": 2400, "c7": 1100})
+    bins = pd.DataFrame({"contig": ["c1", "c2", "c3", "c4", "c5", "c6"], "bin": ["A", "A", "A", "A", "B", "B"]})
+    p, n = precision_by_length(bins, truth, lengths, max_length=2500)
+    assert n == 3 and p == pytest.approx(2 / 3)  # c2 right, c4 wrong (A is g1's), c6 right
+    p, n = precision_by_length(bins, truth, lengths, min_length=10_000, max_length=20_000)
+    assert n == 0 and np.isnan(p)

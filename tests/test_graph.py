@@ -160,6 +160,16 @@ def test_refine_cuts_the_bridge_and_propagates():
     assert (r.knn != two_groups()).nnz == 0
 
 
+def test_unrefined_keeps_every_edge_and_round_trips(tmp_path):
+    r = G.unrefined(two_groups())
+    assert (r.graph != two_groups()).nnz == 0 and r.graph[4, 5] > 0  # the bridge stays
+    assert (r.labels == -1).all() and (r.seeds == -1).all()
+    assert r.counts["edges"] == r.counts["edges_knn"] == 23 and r.params == {"refine": False}
+    G.save_graph(tmp_path / "g.npz", r, ids_hash="h")
+    back = G.load_graph(tmp_path / "g.npz", ids_hash="h")
+    assert (back.graph != r.graph).nnz == 0 and back.counts == r.counts
+
+
 def test_refine_distance_cut_and_unlabelled_edges():
     r = G.refine(two_groups(), eps=0.2, max_distance=0.65)
     assert r.labels[11] == -1 and r.labels[10] == 0  # 10-11 is longer than the cut: 11 is never reached

@@ -125,5 +125,15 @@ def test_resume_after_kill_ends_where_uninterrupted_run_ends(tmp_path):
     assert len(resumed.history) == 30
     assert np.allclose(resumed.history["loss"], straight.history["loss"], rtol=0, atol=0)
     assert np.array_equal(resumed.transform(x), straight.transform(x))
-    with pytest.raises(RunFolderError, match="other contigs or settings"):
+    with pytest.raises(RunFolderError, match="other contigs, features, graph or settings"):
         train(x, knn(x), cfg, checkpoint=ckpt, resume=True, ids_hash="other")
+    # the same contigs and settings on another graph: not the training the checkpoint belongs to
+    other_graph = knn(x).tolil()
+    other_graph[0, 1:] = 0
+    other_graph[1:, 0] = 0
+    other_graph = other_graph.tocsr()
+    other_graph.eliminate_zeros()
+    with pytest.raises(RunFolderError, match="graph"):
+        train(x, other_graph, cfg, checkpoint=ckpt, resume=True, ids_hash="h")
+    fresh = train(x, other_graph, cfg, checkpoint=ckpt, resume=True, ids_hash="h", restart_on_mismatch=True)
+    assert np.array_equal(fresh.history["epoch"], np.arange(30))  # started over at epoch 0

@@ -1,0 +1,169 @@
+"""Ablation of the seed's components on benchmark datasets: each switched off in turn, several seeds.
+
+    .venv/bin/python benchmarks/ablation.py ../shared/bench/small ../shared/bench/medium --seeds 0 1 2
+        [--variants default no-refine ...] [--threads 2]
+
+For every dataset and seed the default pipeline (``deepmetabin.pipeline.run`` on contigs.fna.gz +
+depth.tsv) runs once into benchmarks/work/ablation/<dataset>/s<seed>/default; each variant starts
+from a copy of that folder, so only the stages its switch touches run again (features and markers
+are shared). Scores come from ``deepmetabin.evaluate`` (the truth is read only after the binning).
+One row per (dataset, variant, seed) is appended to benchmarks/results/ablation.tsv; the markdown
+summary (mean +- SD over seeds, and the change against the default of the same seeds) is written
+to benchmarks/ABLATION.md from everything in that file.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from run import contig_lengths  # noqa: E402
+
+from deepmetabin.evaluate import precision_by_length, read_binning, score  # noqa: E402
+from deepmetabin.manifest import load_manifest  # noqa: E402
+from deepmetabin.pipeline import Config, run  # noqa: E402
+from deepmetabin.train import TrainConfig  # noqa: E402
+
+WORK = HERE / "work" / "ablation"
+TABLE = HERE / "results" / "ablation.tsv"
+REPORT = HERE / "ABLATION.md"
+log = logging.getLogger("ablation")
+
+# name -> (what is switched off, Config changes, TrainConfig changes)
+VARIANTS: dict[str, tuple[str, dict, dict]] = {
+    "default": ("nothing (the shipped defaults)", {}, {}),
+    "no-refine": ("graph refinement: the neighbour term uses the raw k-NN graph", {"refine": False}, {}),
+    "no-neighbour": ("the neighbour (must-link) loss term: neighbour_weight = 0", {}, {"neighbour_weight": 0.0}),
+    "posterior": ("the GMM: bins = argmax q(y|x) of the GMVAE", {"assign": "posterior"}, {}),
+    "k-factor-1": ("the 7/8 K factor: K = the SCG genome estimate", {"k_factor": 1.0}, {}),
+    "no-split": ("constrained k-means on contaminated clusters", {"split": False}, {}),
+    "split-ungated": ("the TNF-composition gate of the split (every contaminated cluster split)",
+                      {"min_composition_silhouette": None}, {}),
+}
+COLUMNS = ["dataset", "variant", "seed", "f1", "f1_bp", "precision", "recall", "nc", "mq", "ari", "n_bins",
+           "short_precision", "short_binned", "cannot_link_violations", "stage_seconds", "version", "date"]
+
+
+def code_version() -> str:
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "deepmetabin"], capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
+def config_for(variant: str, seed: int, threads: int) -> Config:
+    _, cfg, tc = VARIANTS[variant]
+    return Config(seed=seed, threads=threads, train=replace(TrainConfig(seed=seed), **tc), **cfg)
+
+
+def run_variant(folder: Path, variant: str, seed: int, threads: int) -> tuple[Path, float]:
+    """Run one variant (from a copy of the default run) -> run folder, seconds of the stages that ran."""
+    base = WORK / folder.name / f"s{seed}" / "default"
+    out = base.parent / variant
+    if variant != "default":
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(base, out)
+    ran: list[str] = []
+    t0 = time.perf_counter()
+    run(folder / "contigs.fna.gz", out, depth_table=folder / "depth.tsv", config=config_for(variant, seed, threads),
+        resume=True, force=variant == "default",  # the default always from scratch: code may have changed
+        on_stage=lambda stage, what: ran.append(stage) if what == "start" else None)
+    log.info("%s %s seed %d: ran %s in %.0f s", folder.name, variant, seed, ran or "nothing", time.perf_counter() - t0)
+    return out, time.perf_counter() - t0
+
+
+def score_run(out: Path, folder: Path, lengths: pd.Series) -> dict:
+    bins = read_binning(out / "bins.tsv")
+    truth = read_binning(folder / "truth.tsv", kind="truth")  # read only here, after the binning
+    s = score(bins, truth, lengths=lengths)
+    sp, sn = precision_by_length(bins, truth, lengths, max_length=2500)
+    extra = load_manifest(out)["stages"]["bins"].get("extra", {})
+    return {"f1": s.f1, "f1_bp": s.f1_bp, "precision": s.precision, "recall": s.recall, "nc": s.nc, "mq": s.mq,
+            "ari": s.ari, "n_bins": s.n_bins, "short_precision": sp, "short_binned": sn,
+            "cannot_link_violations": extra.get("cannot_link_violations", np.nan)}
+
+
+def report(table: pd.DataFrame) -> str:
+    """Markdown: per dataset, mean +- SD per variant over seeds and the paired change against default."""
+    lines = ["# Ablation of the seed's components", "",
+             "Generated by `benchmarks/ablation.py` from `benchmarks/results/ablation.tsv`; do not edit by hand. Each variant",
+             "switches one component off and keeps every other default; all variants of a seed share the same features,",
+             "markers (and graph/model where the switch does not touch them). Mean ± SD over seeds; Δ = mean paired",
+             "difference against `default` of the same seeds (negative = the component helps). Short = contigs of",
+             "1–2.5 kb: precision of the binned ones (their genome is their bin's majority genome).", "",
+             "| variant | what is off |", "|---|---|"]
+    lines += [f"| {name} | {what} |" for name, (what, _, _) in VARIANTS.items()]
+    latest = table.sort_values("date").drop_duplicates(["dataset", "variant", "seed"], keep="last")
+    for ds, grp in latest.groupby("dataset", sort=False):
+        base = grp[grp["variant"] == "default"].set_index("seed")
+        lines += ["", f"## {ds}", "", "| variant | seeds | F1 contigs | Δ F1 | F1 bp | Δ F1 bp | NC | Δ NC | MQ | ARI | "
+                  "short precision (n) | bins | versions |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for variant in VARIANTS:
+            v = grp[grp["variant"] == variant].set_index("seed")
+            if v.empty:
+                continue
+            paired = v.index.intersection(base.index)
+
+            def ms(col: str, fmt: str = ".3f") -> str:
+                x = v[col].astype(float)
+                return f"{x.mean():{fmt}} ± {x.std(ddof=1):{fmt}}" if len(x) > 1 else f"{x.mean():{fmt}}"
+
+            def delta(col: str, fmt: str = "+.3f") -> str:
+                if variant == "default" or not len(paired):
+                    return "–"
+                return f"{(v.loc[paired, col].astype(float) - base.loc[paired, col].astype(float)).mean():{fmt}}"
+
+            nc = v["nc"].astype(int)
+            lines.append(
+                f"| {variant} | {','.join(map(str, sorted(v.index)))} | {ms('f1')} | {delta('f1')} | {ms('f1_bp')} | "
+                f"{delta('f1_bp')} | {nc.mean():.1f} ({nc.min()}–{nc.max()}) | {delta('nc', '+.1f')} | {v['mq'].mean():.1f} | "
+                f"{ms('ari')} | {v['short_precision'].mean():.3f} ({v['short_binned'].mean():.0f}) | {v['n_bins'].mean():.1f} | "
+                f"{', '.join(sorted(set(v['version'])))} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("datasets", type=Path, nargs="*", help="folders with contigs.fna.gz, depth.tsv, truth.tsv")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report-only", action="store_true", help="only rewrite ABLATION.md from the table")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    variants = ["default"] + [v for v in args.variants if v != "default"]  # the others copy its folder
+    if not args.report_only:
+        TABLE.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (d.resolve() for d in args.datasets):
+            lengths = contig_lengths(folder / "contigs.fna.gz")
+            for seed in args.seeds:
+                for variant in variants:
+                    version = code_version()
+                    out, secs = run_variant(folder, variant, seed, args.threads)
+                    row = {"dataset": folder.name, "variant": variant, "seed": seed, **score_run(out, folder, lengths),
+                           "stage_seconds": round(secs, 1), "version": version,
+                           "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                    pd.DataFrame([row], columns=COLUMNS).to_csv(TABLE, sep="\t", index=False, mode="a",
+                                                                header=not TABLE.exists(), float_format="%.6g")
+                    log.info("%s %s seed %d: F1 %.3f bp %.3f NC %d MQ %d short precision %.3f (%d)", folder.name, variant,
+                             seed, row["f1"], row["f1_bp"], row["nc"], row["mq"], row["short_precision"], row["short_binned"])
+    if TABLE.exists():
+        REPORT.write_text(report(pd.read_csv(TABLE, sep="\t")))
+        log.info("wrote %s", REPORT)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
