@@ -66,7 +66,14 @@ def record_stage(
     seconds: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Mark ``stage`` done in ``manifest`` (outputs are paths relative to the run folder) and save it atomically."""
+    """Mark ``stage`` done in ``manifest`` (outputs are paths relative to the run folder) and save it atomically.
+
+    Also records ``peak_rss_mb``: the largest resident memory of this process so far, and of its
+    largest finished child process (depth workers), in MB (Linux ``ru_maxrss``; a process-wide
+    high-water mark, so the stage that raised it is the first whose value is that high).
+    """
+    import resource
+
     entry: dict[str, Any] = {
         "status": "done",
         "params": params,
@@ -74,6 +81,8 @@ def record_stage(
         "ids_hash": manifest["ids_hash"],
         "seconds": round(float(seconds), 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
     if extra:
         entry.update(extra)
