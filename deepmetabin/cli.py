@@ -23,7 +23,10 @@ log = logging.getLogger("deepmetabin")
 
 @contextmanager
 def _tqdm_progress(desc: str, unit: str = "it", enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback backed by a tqdm bar on stderr."""
+    """A ``progress(done, total)`` callback backed by a tqdm bar (rate and ETA) on stderr.
+
+    Stages report ``progress(done, total)`` when they start; work done then (e.g. BAMs taken from a
+    cache) is the bar's ``initial``, so the rate and the ETA count only the work of this run."""
     from tqdm import tqdm
 
     bar = None
@@ -33,10 +36,11 @@ def _tqdm_progress(desc: str, unit: str = "it", enabled: bool = True) -> Iterato
         if not enabled:
             return
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, file=sys.stderr, disable=None)
+            bar = tqdm(total=total, initial=done, desc=desc, unit=unit, unit_scale=True, leave=False, file=sys.stderr,
+                       disable=None)
+            return
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         yield progress
@@ -47,6 +51,13 @@ def _tqdm_progress(desc: str, unit: str = "it", enabled: bool = True) -> Iterato
 
 def _threads(value: int | None) -> int:
     return max(1, value or len(os.sched_getaffinity(0)))
+
+
+def _add_scheduler(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help=f"Dask scheduler address, e.g. tcp://host:8786: {what} run as tasks on its cluster (needs "
+                   "deepmetabin[dask] here and on the workers, and the input files at the same paths there; default: "
+                   "everything on this machine)")
 
 
 # --------------------------------------------------------------------------------------- features
@@ -65,6 +76,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-length", type=int, default=1000, help="minimum contig length in bp (default 1000)")
     p.add_argument("--threads", type=int, default=None, help="worker threads/processes (default: all available cores)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder's manifest and outputs")
+    _add_scheduler(p, "depth per BAM and TNF per chunk of contigs")
 
 
 def _run_features(args: argparse.Namespace) -> int:
@@ -75,6 +87,7 @@ def _run_features(args: argparse.Namespace) -> int:
         manifest = features_stage(
             args.contigs, args.out, bams=args.bam, depth_table=args.depth, min_length=args.min_length,
             threads=_threads(args.threads), force=args.force, depth_progress=dprog, tnf_progress=tprog,
+            scheduler=args.scheduler,
         )
     st = manifest["stages"]["features"]
     print(
@@ -191,6 +204,7 @@ def _add_markers(sub: argparse._SubParsersAction) -> None:
                    help="marker sets: sc107 (genome count, cannot-links), checkm_bacteria (quality), uni56 "
                    "(bacteria + archaea count) (default: sc107 checkm_bacteria)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all available cores)")
+    _add_scheduler(p, "gene calling and the HMM search per chunk of contigs")
 
 
 def _run_markers(args: argparse.Namespace) -> int:
@@ -198,7 +212,8 @@ def _run_markers(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     with _tqdm_progress("markers", "bp", enabled=not args.quiet) as prog:
-        manifest = markers_stage(args.run, threads=_threads(args.threads), marker_sets=args.sets, progress=prog)
+        manifest = markers_stage(args.run, threads=_threads(args.threads), marker_sets=args.sets, progress=prog,
+                                 scheduler=args.scheduler)
     st = manifest["stages"]["markers"]
     found = ", ".join(f"{s}: {st['n_markers_found'][s]} markers / {n} genes" for s, n in st["n_hits"].items())
     est = st["genomes_estimate"]
@@ -314,6 +329,10 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
     _add_train_options(p)
     p.add_argument("--resume", action="store_true", help="continue or reuse an existing run folder of the same inputs")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    _add_scheduler(p, "depth per BAM, TNF and marker genes per chunk of contigs (training stays here)")
+
+
+_UNITS = {"depth": "bam", "tnf": "bp", "graph": "contig", "markers": "bp"}  # what each stage's progress counts
 
 
 def _run_bin(args: argparse.Namespace) -> int:
@@ -340,7 +359,7 @@ def _run_bin(args: argparse.Namespace) -> int:
     bars = []
 
     def progress_for(stage: str):  # type: ignore[no-untyped-def]
-        cm = _tqdm_progress(stage, enabled=not args.quiet)
+        cm = _tqdm_progress(stage, _UNITS.get(stage, "it"), enabled=not args.quiet)
         bars.append(cm)
         return cm.__enter__()
 
@@ -349,7 +368,7 @@ def _run_bin(args: argparse.Namespace) -> int:
         with _epoch_bar(not args.quiet, config.train.epochs) as on_epoch:
             result = run(args.contigs, args.out, bams=args.bam, depth_table=args.depth, config=config, resume=args.resume,
                          force=args.force, device=args.device, on_stage=on_stage, progress_for=progress_for,
-                         train_callbacks=[on_epoch])
+                         train_callbacks=[on_epoch], scheduler=args.scheduler)
     finally:
         for cm in bars:
             cm.__exit__(None, None, None)
@@ -423,6 +442,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        if "threads" in vars(args):
+            from ._parallel import thread_limits
+
+            with thread_limits(_threads(args.threads)):  # BLAS, numba and torch pools of every stage
+                return COMMANDS[args.command][1](args)
         return COMMANDS[args.command][1](args)
     except DeepMetaBinError as exc:
         print(f"deepmetabin {args.command}: error: {exc}", file=sys.stderr)

@@ -77,7 +77,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import itertools
+import json
 import logging
 import os
 import re
@@ -90,13 +92,18 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
-from ._io import input_magic, write_text
+from ._io import input_magic, write_bytes, write_text
+from ._parallel import Scheduler, dask_client, run_tasks
 from .contigs import Contigs
 from .errors import BamError, DepthTableError, InputFileError
+
+if TYPE_CHECKING:
+    import distributed
 
 log = logging.getLogger(__name__)
 
@@ -809,6 +816,8 @@ def depth_from_bams(
     progress: Callable[[int, int], None] | None = None,
     engine: str = "auto",
     reference: PathLike | None = None,
+    cache_dir: PathLike | None = None,
+    scheduler: Scheduler = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Mean read depth of every contig in every BAM or CRAM (MetaBAT rule, see the module docstring).
 
@@ -820,12 +829,21 @@ def depth_from_bams(
             file the cores left over as htslib threads).
         min_identity: minimum read identity in [0, 1] (jgi ``--percentIdentity`` / 100).
         edge: bases left out at each contig end, capped by the mean read length (0 keeps all).
-        progress: called as ``progress(done, S)`` each time a file is finished.
+        progress: called as ``progress(done, S)`` at the start (``done``: files taken from the cache)
+            and each time a file is finished.
         engine: ``"numba"`` (own BAM decoder, fastest; BAM only), ``"pysam"`` (htslib through
             pysam; BAM and CRAM), or ``"auto"``: numba for BAMs, pysam for CRAMs and for a BAM with
             CIGARs in ``CG`` tags (logged). All give the same depths.
         reference: FASTA to decode CRAMs with (plain or gzipped; default: ``contigs.source``, the
             contigs FASTA); it must hold every reference of the CRAMs. Unused for BAMs.
+        cache_dir: folder for one file per finished BAM (``<sample>.npz``: its depth column, keyed
+            by the file's name, size and mtime, the contig ids hash and ``min_identity``/``edge``),
+            written atomically as soon as the file is done. Matching files found there are used
+            instead of reading their BAM again, so an interrupted call, repeated, reads only the
+            BAMs not yet done. None: no cache.
+        scheduler: a Dask scheduler address (``tcp://host:8786``) or ``distributed.Client``: each
+            file is read by a task on that cluster (``threads`` is then unused); the workers must
+            see the files (and the CRAM reference) at the same paths. None: this machine.
 
     Returns:
         ``(depth, samples)``: depth (N, S) float32 in reads per base (x); S sample names (file
@@ -835,7 +853,9 @@ def depth_from_bams(
         InputFileError: a file is missing; the CRAM reference cannot be read.
         BamError: no files, duplicate sample names, not a BAM/CRAM, unsorted, corrupt/truncated, a
             kept contig missing from a file's references or of another length; a CRAM with
-            ``engine="numba"`` or without a usable reference; a CG-tag CIGAR with ``engine="numba"``.
+            ``engine="numba"`` or without a usable reference; a CG-tag CIGAR with ``engine="numba"``;
+            a file a Dask worker cannot open.
+        SchedulerError: ``scheduler`` cannot be used (see :func:`deepmetabin._parallel.dask_client`).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
@@ -861,27 +881,100 @@ def depth_from_bams(
     crams = [p for p, c in zip(paths, is_cram) if c]
     if crams and engine == "numba":
         raise BamError(f"{crams[0]}: is a CRAM file, which engine='numba' cannot read; use engine='pysam' or 'auto'")
+    cache = _DepthCache(Path(cache_dir), contigs, min_identity, edge) if cache_dir is not None else None
     with contextlib.ExitStack() as stack:
+        client = stack.enter_context(dask_client(scheduler)) if scheduler is not None else None
         ref = None
         if crams:
-            ref = _cram_reference(reference, contigs, crams,
-                                  lambda: Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deepmetabin-ref-"))))
-        _warm_up()
-        if engine == "pysam" or crams:
-            _warm_up_pysam()
-        return _run(paths, samples, tids, is_cram, engine, ref, contigs, threads, min_identity, edge, progress)
+            # workers need the indexed copy too: beside the cache (the run folder) rather than in this machine's /tmp
+            tmp_parent = Path(cache_dir) if client is not None and cache_dir is not None else None
+
+            def tmp() -> Path:
+                if tmp_parent is not None:
+                    tmp_parent.mkdir(parents=True, exist_ok=True)
+                return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deepmetabin-ref-", dir=tmp_parent)))
+
+            ref = _cram_reference(reference, contigs, crams, tmp)
+        if client is None:
+            _warm_up()
+            if engine == "pysam" or crams:
+                _warm_up_pysam()
+        return _run(paths, samples, tids, is_cram, engine, ref, contigs, threads, min_identity, edge, progress,
+                    cache, client)
+
+
+class _DepthCache:
+    """One ``<sample>.npz`` per finished BAM in ``folder``: its (N,) float32 depth column and the JSON key
+    it was made under (file name, size and mtime; contig ids hash; rule options). Written atomically."""
+
+    FORMAT = 1
+
+    def __init__(self, folder: Path, contigs: Contigs, min_identity: float, edge: int) -> None:
+        self.folder = folder
+        self.n = len(contigs)
+        self.common = {"format": self.FORMAT, "ids_hash": contigs.ids_hash, "n_contigs": self.n,
+                       "min_identity": float(min_identity), "edge": int(edge)}
+
+    def _key(self, path: Path) -> str:
+        st = path.stat()
+        return json.dumps({**self.common, "file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+                          sort_keys=True)
+
+    def _file(self, path: Path) -> Path:
+        return self.folder / f"{sample_name(path)}.npz"
+
+    def load(self, path: Path) -> np.ndarray | None:
+        """The cached column of ``path``, or None (no file, another key, or an unreadable file: logged)."""
+        f = self._file(path)
+        if not f.is_file():
+            return None
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                key, column = str(z["key"]), np.asarray(z["depth"])
+        except (OSError, ValueError, KeyError, zlib.error, EOFError) as exc:
+            log.warning("%s: unreadable depth cache file (%s); reading %s again", f, exc, path)
+            return None
+        if key != self._key(path):
+            log.info("%s: made from another version of %s or other contigs/options; reading it again", f, path)
+            return None
+        if column.shape != (self.n,) or column.dtype != np.float32 or not np.isfinite(column).all():
+            log.warning("%s: damaged depth cache file; reading %s again", f, path)
+            return None
+        return column
+
+    def save(self, path: Path, column: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, depth=np.ascontiguousarray(column, dtype=np.float32), key=np.array(self._key(path)))
+        write_bytes(self._file(path), buf.getvalue())
 
 
 def _run(paths: list[Path], samples: list[str], tids: list[np.ndarray], is_cram: list[bool], engine: str,
          reference: str | None, contigs: Contigs, threads: int, min_identity: float, edge: int,
-         progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, list[str]]:
-    """Read every file (in worker processes when ``threads > 1``) and gather the depth matrix."""
+         progress: Callable[[int, int], None] | None, cache: _DepthCache | None = None,
+         client: "distributed.Client | None" = None) -> tuple[np.ndarray, list[str]]:
+    """Read every file not in ``cache`` (in worker processes when ``threads > 1``, or as tasks on the
+    Dask ``client``'s cluster) and gather the depth matrix; each finished file is cached at once."""
     t0 = time.perf_counter()
     depth = np.zeros((len(contigs), len(paths)), dtype=np.float32)
+    todo = list(range(len(paths)))
+    if cache is not None:
+        cached = {j: c for j in todo if (c := cache.load(paths[j])) is not None}
+        for j, column in cached.items():
+            depth[:, j] = column
+        todo = [j for j in todo if j not in cached]
+        if cached:
+            log.info("depth of %d of %d files reused from %s", len(cached), len(paths), cache.folder)
+    n_done = len(paths) - len(todo)
+    if progress is not None:
+        progress(n_done, len(paths))  # files done before this call (cache) are not counted in the rate
 
-    def done(j: int, result: tuple[np.ndarray, int, int, int, str], n_done: int) -> None:
+    def done(j: int, result: tuple[np.ndarray, int, int, int, str]) -> None:
+        nonlocal n_done
         per_ref, n_rec, n_mapped, n_kept, used = result
         depth[:, j] = per_ref[tids[j]]
+        if cache is not None:
+            cache.save(paths[j], depth[:, j])
+        n_done += 1
         if "fallback" in used:
             log.warning("%s: holds CIGARs with more than 65535 operations (CG tag); read it with pysam instead of "
                         "the numba decoder", paths[j])
@@ -890,26 +983,46 @@ def _run(paths: list[Path], samples: list[str], tids: list[np.ndarray], is_cram:
         if progress is not None:
             progress(n_done, len(paths))
 
-    workers = max(1, min(int(threads), len(paths)))
-    io_threads = max(1, int(threads) // workers)
-    args = [(str(p), c, engine, reference, min_identity, edge, io_threads) for p, c in zip(paths, is_cram)]
-    if workers == 1:
-        for j in range(len(paths)):
-            done(j, _alignment_depth(*args[j]), j + 1)
-    else:
-        # largest first, so the last file to start is a small one
-        order = sorted(range(len(paths)), key=lambda j: -paths[j].stat().st_size)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_alignment_depth, *args[j]): j for j in order}
-            try:
-                for n_done, fut in enumerate(as_completed(futures), start=1):
-                    done(futures[fut], fut.result(), n_done)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+    # largest first, so the last file to start is a small one
+    order = sorted(todo, key=lambda j: -paths[j].stat().st_size)
+    if client is not None:
+        _run_on_cluster(client, paths, is_cram, engine, reference, min_identity, edge, order, done)
+    elif todo:
+        workers = max(1, min(int(threads), len(todo)))
+        io_threads = max(1, int(threads) // workers)
+        args = {j: (str(paths[j]), is_cram[j], engine, reference, min_identity, edge, io_threads) for j in todo}
+        if workers == 1:
+            for j in todo:
+                done(j, _alignment_depth(*args[j]))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_alignment_depth, *args[j]): j for j in order}
+                try:
+                    for fut in as_completed(futures):
+                        done(futures[fut], fut.result())
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
     log.info("depth of %d contigs in %d files in %.1fs", len(contigs), len(paths), time.perf_counter() - t0)
     return depth, samples
+
+
+def _run_on_cluster(client: "distributed.Client", paths: list[Path], is_cram: list[bool], engine: str,
+                    reference: str | None, min_identity: float, edge: int, order: list[int],
+                    done: Callable[[int, tuple[np.ndarray, int, int, int, str]], None]) -> None:
+    """One task per file on the Dask cluster (absolute paths: the workers must see the same files)."""
+    ref = str(Path(reference).resolve()) if reference is not None else None
+    tasks = ((str(paths[j].resolve()), is_cram[j], engine, ref, min_identity, edge, 1) for j in order)
+    try:
+        for k, result in run_tasks(client, _alignment_depth, tasks, window=len(order), name="depth"):
+            done(order[k], result)
+    except OSError as exc:
+        where = getattr(exc, "filename", None) or "a BAM"
+        raise BamError(
+            f"{where}: a Dask worker cannot read it ({exc.strerror or exc}); the BAMs (and a CRAM reference) must be "
+            "on a file system the workers share, at the same path"
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------------

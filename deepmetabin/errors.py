@@ -43,3 +43,7 @@ class MarkerDataError(DeepMetaBinError):
 
 class MarkerCacheError(DeepMetaBinError):
     """A markers file in a run folder is missing, damaged or belongs to other contigs."""
+
+
+class SchedulerError(DeepMetaBinError):
+    """A Dask scheduler (``--scheduler``) cannot be used: dask.distributed missing, no answer, bad workers."""

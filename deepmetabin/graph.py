@@ -137,8 +137,10 @@ def _approx_knn(x: np.ndarray, k: int, seed: int, threads: int, n_candidates: in
         return _exact_knn(x, k, threads, progress)
     if progress is not None:
         progress(0, n)
-    index = NNDescent(
-        x, n_neighbors=n_nb + 1, metric="euclidean", random_state=seed, n_jobs=threads,
+    import numba
+
+    index = NNDescent(  # n_jobs goes to numba.set_num_threads, which refuses more than numba's pool
+        x, n_neighbors=n_nb + 1, metric="euclidean", random_state=seed, n_jobs=min(threads, numba.config.NUMBA_NUM_THREADS),
         low_memory=True, compressed=True, verbose=False,
     )
     cand, _ = index.neighbor_graph

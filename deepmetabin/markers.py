@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import write_bytes
+from ._parallel import Scheduler, cluster_threads, dask_client
 from .contigs import Contigs
 from .errors import MarkerDataError
 
@@ -284,44 +285,56 @@ def _chunks(lengths: np.ndarray, n_chunks: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+def _call_chunk(buf: np.ndarray, offsets: np.ndarray, row0: int) -> tuple[np.ndarray, list[str]]:
+    """Genes on the contigs ``buf[offsets[i]:offsets[i+1]]`` (rows ``row0 + i``): a (G, 6) int64 table
+    (contig row, number in its contig, begin, end, strand, partial) and the G proteins. Also a Dask task."""
+    import pyrodigal
+
+    finder = pyrodigal.GeneFinder(meta=True)
+    meta: list[tuple[int, int, int, int, int, int]] = []
+    prots: list[str] = []
+    for i in range(len(offsets) - 1):
+        seq = buf[offsets[i] : offsets[i + 1]].tobytes()
+        for k, gene in enumerate(finder.find_genes(seq), start=1):
+            meta.append((row0 + i, k, gene.begin, gene.end, gene.strand, gene.partial_begin or gene.partial_end))
+            prots.append(gene.translate(include_stop=False))
+    return np.array(meta, dtype=np.int64).reshape(-1, 6), prots
+
+
+def _genes(meta: np.ndarray, proteins: list[str]) -> Genes:
+    return Genes(
+        contig_row=meta[:, 0], index=meta[:, 1].astype(np.int32), start=meta[:, 2], end=meta[:, 3],
+        strand=meta[:, 4].astype(np.int8), partial=meta[:, 5].astype(bool), proteins=proteins,
+    )
+
+
 def call_genes(contigs: Contigs, *, threads: int = 1, progress: Progress | None = None) -> Genes:
     """Find genes with pyrodigal in metagenomic mode on every contig and translate them.
 
     ``progress(done_bp, total_bp)`` is called after each chunk of contigs. Contigs without any gene
     (short, N-only, low complexity) simply contribute none.
     """
-    import pyrodigal
-
     threads = max(1, int(threads))
     total = contigs.total_bp
     chunks = _chunks(contigs.lengths, min(len(contigs), threads * 16)) if len(contigs) else []
 
-    def work(rows: tuple[int, int]) -> tuple[list[tuple[int, int, int, int, int, int]], list[str], int]:
-        finder = pyrodigal.GeneFinder(meta=True)
-        meta, prots = [], []
-        for i in range(*rows):
-            seq = contigs.seq_buffer[contigs.offsets[i] : contigs.offsets[i + 1]].tobytes()
-            for k, gene in enumerate(finder.find_genes(seq), start=1):
-                meta.append((i, k, gene.begin, gene.end, gene.strand, gene.partial_begin or gene.partial_end))
-                prots.append(gene.translate(include_stop=False))
-        return meta, prots, int(contigs.lengths[rows[0] : rows[1]].sum())
+    def work(rows: tuple[int, int]) -> tuple[np.ndarray, list[str], int]:
+        a, b = rows
+        meta, prots = _call_chunk(contigs.seq_buffer, contigs.offsets[a : b + 1], a)
+        return meta, prots, int(contigs.lengths[a:b].sum())
 
-    rows_meta: list[tuple[int, int, int, int, int, int]] = []
+    metas: list[np.ndarray] = [np.zeros((0, 6), dtype=np.int64)]
     proteins: list[str] = []
     done = 0
     with ThreadPoolExecutor(threads) as pool:
         for meta, prots, bp in pool.map(work, chunks):
-            rows_meta.extend(meta)
+            metas.append(meta)
             proteins.extend(prots)
             done += bp
             if progress is not None:
                 progress(done, total)
-    arr = np.array(rows_meta, dtype=np.int64).reshape(-1, 6)
     log.info("%d genes on %d contigs (%d bp)", len(proteins), len(contigs), total)
-    return Genes(
-        contig_row=arr[:, 0], index=arr[:, 1].astype(np.int32), start=arr[:, 2], end=arr[:, 3],
-        strand=arr[:, 4].astype(np.int8), partial=arr[:, 5].astype(bool), proteins=proteins,
-    )
+    return _genes(np.concatenate(metas), proteins)
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -368,6 +381,73 @@ def _hit_rows(hit: Any, cut: tuple[float, float] | None, m: int) -> tuple[float,
     return float(hit.score), float(coverage), env_from, env_to, hmm_from, hmm_to
 
 
+#: A hit before the per-set rules: (profile position, gene, marker, score, evalue, coverage, env_from,
+#: env_to, hmm_from, hmm_to); (profile position, gene) identifies it.
+_Row = tuple[Any, ...]
+
+
+def _search_rows(
+    proteins: Sequence[str], g0: int, marker_sets: Sequence[str], n_proteins: int, *, cpus: int = 1,
+    progress: Progress | None = None,
+) -> dict[str, list[_Row]]:
+    """Search proteins ``g0, g0 + 1, ...`` (``proteins``) against the union of ``marker_sets``.
+
+    E-values are computed for ``n_proteins`` searched sequences (Z and domZ), so a chunk of the
+    proteins gives exactly the rows that searching all of them at once gives for that chunk.
+    ``progress(done_profiles, total_profiles)``. Also a Dask task (with ``cpus=1``).
+    """
+    import pyhmmer
+    from pyhmmer.easel import Alphabet, DigitalSequenceBlock, TextSequence
+
+    profiles, members = _union_profiles(marker_sets)
+    results: dict[str, list[_Row]] = {n: [] for n in marker_sets}
+    if not len(proteins):
+        return results
+    alphabet = Alphabet.amino()
+    block = DigitalSequenceBlock(
+        alphabet, (TextSequence(name=str(g0 + i), sequence=p).digitize(alphabet) for i, p in enumerate(proteins))
+    )
+    # Which (set, marker id, cut-off) each unique profile serves.
+    roles: list[list[tuple[str, str, tuple[float, float] | None]]] = [[] for _ in profiles]
+    for name in marker_sets:
+        ms = marker_set(name)
+        rule = CUTOFF_RULES[ms.rule]
+        for pos in members[name]:
+            hmm = profiles[pos]
+            roles[pos].append((name, ms.merge.get(marker_id(hmm), marker_id(hmm)), rule(hmm)))
+    cuts = [c for r in roles for _, _, c in r]
+    known = [c for c in cuts if c is not None]
+    options: dict[str, Any] = {"Z": n_proteins, "domZ": n_proteins}
+    if known and len(known) == len(cuts):
+        # Report every hit that could pass some set's cut-off; each set's own cut-off is applied below.
+        options.update(T=min(c[0] for c in known), domT=min(c[1] for c in known))
+    else:
+        options.update(E=10.0, domE=10.0)
+    done = [0]
+
+    def tick(_query: Any, total: int) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    for pos, top in enumerate(pyhmmer.hmmsearch(profiles, block, cpus=max(1, int(cpus)), callback=tick, **options)):
+        hmm = profiles[pos]
+        for hit in top:
+            g = int(hit.name)
+            for name, mid, cut in roles[pos]:
+                passed = _hit_rows(hit, cut, hmm.M)
+                if passed is not None:
+                    score, cov, *spans = passed
+                    results[name].append((pos, g, mid, score, float(hit.evalue), cov, *spans))
+    return results
+
+
+def _frames(rows: Mapping[str, list[_Row]], genes: Genes, contigs: Contigs) -> dict[str, pd.DataFrame]:
+    """Hits tables from the rows of :func:`_search_rows`, in one order whatever the chunks were."""
+    return {name: _to_frame([r[1:] for r in sorted(rs, key=lambda r: (r[0], r[1]))], genes, contigs)
+            for name, rs in rows.items()}
+
+
 def search_markers(
     genes: Genes,
     contigs: Contigs,
@@ -383,53 +463,10 @@ def search_markers(
     Returns:
         set name -> hits DataFrame with :data:`COLUMNS`, sorted by contig row, gene number, marker.
     """
-    import pyhmmer
-    from pyhmmer.easel import Alphabet, DigitalSequenceBlock, TextSequence
-
     for name in marker_sets:
         marker_set(name)
-    profiles, members = _union_profiles(marker_sets)
-    results: dict[str, list[tuple[Any, ...]]] = {n: [] for n in marker_sets}
-    if len(genes):
-        alphabet = Alphabet.amino()
-        block = DigitalSequenceBlock(
-            alphabet, (TextSequence(name=str(i), sequence=p).digitize(alphabet) for i, p in enumerate(genes.proteins))
-        )
-        # Which (set, marker id, cut-off) each unique profile serves.
-        roles: list[list[tuple[str, str, tuple[float, float] | None]]] = [[] for _ in profiles]
-        for name in marker_sets:
-            ms = marker_set(name)
-            rule = CUTOFF_RULES[ms.rule]
-            for pos in members[name]:
-                hmm = profiles[pos]
-                roles[pos].append((name, ms.merge.get(marker_id(hmm), marker_id(hmm)), rule(hmm)))
-        cuts = [c for r in roles for _, _, c in r]
-        known = [c for c in cuts if c is not None]
-        options: dict[str, Any] = {"Z": len(block), "domZ": len(block)}
-        if known and len(known) == len(cuts):
-            # Report every hit that could pass some set's cut-off; each set's own cut-off is applied below.
-            options.update(T=min(c[0] for c in known), domT=min(c[1] for c in known))
-        else:
-            options.update(E=10.0, domE=10.0)
-        done = [0]
-
-        def tick(_query: Any, total: int) -> None:
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], total)
-
-        for pos, top in enumerate(
-            pyhmmer.hmmsearch(profiles, block, cpus=max(1, int(threads)), callback=tick, **options)
-        ):
-            hmm = profiles[pos]
-            for hit in top:
-                g = int(hit.name)
-                for name, mid, cut in roles[pos]:
-                    passed = _hit_rows(hit, cut, hmm.M)
-                    if passed is not None:
-                        score, cov, *spans = passed
-                        results[name].append((g, mid, score, float(hit.evalue), cov, *spans))
-    return {name: _to_frame(rows, genes, contigs) for name, rows in results.items()}
+    rows = _search_rows(genes.proteins, 0, marker_sets, len(genes), cpus=threads, progress=progress)
+    return _frames(rows, genes, contigs)
 
 
 def _best_per_region(raw: pd.DataFrame) -> pd.DataFrame:
@@ -514,24 +551,109 @@ def find_marker_sets(
     marker_sets: Sequence[str] = DEFAULT_STAGE_SETS,
     threads: int = 1,
     progress: Progress | None = None,
+    scheduler: Scheduler = None,
 ) -> dict[str, pd.DataFrame]:
     """Call genes once and search them against several marker sets; see :func:`find_markers`.
 
     ``progress(done, total)`` counts in bp-equivalents: the first half is gene calling, the second the search.
+    ``scheduler`` (a Dask scheduler address or ``distributed.Client``): gene calling and the search run
+    per chunk of contigs as tasks on that cluster (``threads`` unused); the hits are identical.
 
     Raises:
         ValueError: an unknown marker set name.
         MarkerDataError: a marker data file is missing or damaged.
+        SchedulerError: ``scheduler`` cannot be used.
     """
     for name in marker_sets:
         load_profiles(name)  # fail on missing data before minutes of gene calling
     p_genes, p_search = _two_phase(progress, contigs.total_bp)
+    if p_genes is not None:
+        p_genes(0, contigs.total_bp)
+    if scheduler is not None:
+        return _find_on_cluster(contigs, tuple(marker_sets), scheduler, p_genes, p_search)
     genes = call_genes(contigs, threads=threads, progress=p_genes)
     return search_markers(genes, contigs, marker_sets=marker_sets, threads=threads, progress=p_search)
 
 
+def _n_genes(part: tuple[np.ndarray, list[str]]) -> int:
+    return len(part[1])
+
+
+def _search_part(part: tuple[np.ndarray, list[str]], g0: int, marker_sets: tuple[str, ...],
+                 n_proteins: int) -> tuple[np.ndarray, dict[str, list[_Row]]]:
+    """Dask task: the search of one chunk's genes (kept on the worker since gene calling)."""
+    meta, proteins = part
+    return meta, _search_rows(proteins, g0, marker_sets, n_proteins)
+
+
+def _find_on_cluster(contigs: Contigs, marker_sets: tuple[str, ...], scheduler: Scheduler,
+                     p_genes: Progress | None, p_search: Progress | None) -> dict[str, pd.DataFrame]:
+    """Genes per chunk of contigs on the cluster; once all are called (the E-values need the total
+    protein count), the search per chunk, on the worker that holds the chunk's proteins."""
+    import uuid
+
+    import distributed
+
+    token = uuid.uuid4().hex[:12]
+    with dask_client(scheduler) as client:
+        threads = cluster_threads(client)
+        chunks = _chunks(contigs.lengths, min(len(contigs), 4 * threads)) if len(contigs) else []
+        off = contigs.offsets
+        parts: dict[int, distributed.Future] = {}
+        counts: dict[int, int] = {}
+        which: dict[str, int] = {}
+        waiting = distributed.as_completed(loop=client.loop)
+        todo = iter(enumerate(chunks))
+
+        def submit_next() -> None:
+            nxt = next(todo, None)
+            if nxt is None:
+                return
+            k, (a, b) = nxt
+            buf = client.scatter(contigs.seq_buffer[off[a] : off[b]], hash=False)
+            parts[k] = client.submit(_call_chunk, buf, off[a : b + 1] - off[a], a, key=f"deepmetabin-genes-{k}-{token}")
+            n = client.submit(_n_genes, parts[k], key=f"deepmetabin-ngenes-{k}-{token}")
+            which[n.key] = k
+            waiting.add(n)
+
+        try:
+            for _ in range(2 * threads):  # sequences sent as chunks finish, not all at once
+                submit_next()
+            done_bp = 0
+            for fut in waiting:
+                k = which[fut.key]
+                counts[k] = fut.result()
+                a, b = chunks[k]
+                done_bp += int(contigs.lengths[a:b].sum())
+                if p_genes is not None:
+                    p_genes(done_bp, contigs.total_bp)
+                submit_next()
+            n_proteins = sum(counts.values())
+            log.info("%d genes on %d contigs (%d bp), on the Dask cluster", n_proteins, len(contigs), contigs.total_bp)
+            starts = np.concatenate([[0], np.cumsum([counts[k] for k in range(len(chunks))])]).astype(int)
+            searches = {client.submit(_search_part, parts[k], int(starts[k]), marker_sets, n_proteins,
+                                      key=f"deepmetabin-search-{k}-{token}"): k for k in range(len(chunks))}
+            metas: dict[int, np.ndarray] = {}
+            rows: dict[str, list[_Row]] = {n: [] for n in marker_sets}
+            for n_done, fut in enumerate(distributed.as_completed(searches, loop=client.loop), start=1):
+                k = searches[fut]
+                metas[k], part_rows = fut.result()
+                parts.pop(k).release()
+                for name, rs in part_rows.items():
+                    rows[name].extend(rs)
+                if p_search is not None:
+                    p_search(n_done, len(chunks))
+        except BaseException:
+            for f in [*parts.values(), *waiting.futures]:
+                f.cancel()
+            raise
+    meta = np.concatenate([np.zeros((0, 6), dtype=np.int64)] + [metas[k] for k in range(len(chunks))])
+    return _frames(rows, _genes(meta, []), contigs)
+
+
 def find_markers(
-    contigs: Contigs, *, marker_set: str = "sc107", threads: int = 1, progress: Progress | None = None
+    contigs: Contigs, *, marker_set: str = "sc107", threads: int = 1, progress: Progress | None = None,
+    scheduler: Scheduler = None,
 ) -> pd.DataFrame:
     """Single-copy marker hits on ``contigs``: genes by pyrodigal (meta mode), profiles by pyhmmer.
 
@@ -540,6 +662,8 @@ def find_markers(
         marker_set: a key of :data:`MARKER_SETS` (``sc107``, ``uni56``, ``checkm_bacteria``).
         threads: threads for gene calling (chunks of contigs) and the search (profiles).
         progress: ``progress(done, total)`` callback, bp-equivalent units.
+        scheduler: a Dask scheduler address or ``distributed.Client``: the work runs there in chunks
+            (see :func:`find_marker_sets`); None: this machine.
 
     Returns:
         DataFrame with :data:`COLUMNS`, one row per (protein, marker) (see the module docstring for which
@@ -549,7 +673,8 @@ def find_markers(
         ValueError: unknown ``marker_set``.
         MarkerDataError: the set's data file is missing or damaged.
     """
-    return find_marker_sets(contigs, marker_sets=(marker_set,), threads=threads, progress=progress)[marker_set]
+    return find_marker_sets(contigs, marker_sets=(marker_set,), threads=threads, progress=progress,
+                            scheduler=scheduler)[marker_set]
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -643,6 +768,7 @@ def cached_markers(
     marker_sets: Sequence[str] = DEFAULT_STAGE_SETS,
     threads: int = 1,
     progress: Progress | None = None,
+    scheduler: Scheduler = None,
 ) -> dict[str, pd.DataFrame]:
     """:func:`find_marker_sets`, cached in the file ``path`` (e.g. ``<run>/markers.tsv``).
 
@@ -662,7 +788,7 @@ def cached_markers(
                 log.info("%s: cached markers match the contigs and marker sets; reusing them", path)
                 return hits
             log.info("%s: cached markers are for other contigs or marker sets; recomputing", path)
-    hits = find_marker_sets(contigs, marker_sets=marker_sets, threads=threads, progress=progress)
+    hits = find_marker_sets(contigs, marker_sets=marker_sets, threads=threads, progress=progress, scheduler=scheduler)
     write_markers(path, hits, key)
     return hits
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import file_sha256, save_npy, save_parquet
+from ._parallel import Scheduler, thread_limits
 from .contigs import Contigs, read_contigs
 from .errors import InputFileError, RunFolderError
 from .manifest import load_manifest, new_manifest, record_stage, require_stage
@@ -47,27 +48,47 @@ def features_stage(
     depth_progress: Progress | None = None,
     tnf_progress: Progress | None = None,
     sample_separator: str | None = None,
+    scheduler: Scheduler = None,
 ) -> dict[str, Any]:
     """Create run folder ``out`` with ``contigs.parquet``, ``tnf.npy`` and ``features.npy``; return the manifest.
 
-    All inputs are read and validated before anything is written, so bad input leaves no output.
+    All inputs are read and validated before anything is written, so bad input leaves no output;
+    the one exception is ``out/depth_cache/``: each BAM's depth column as soon as that BAM is read,
+    so that a call interrupted (or stopped by a later bad BAM) and repeated reads only the BAMs not
+    yet done (see :func:`deepmetabin.depth.depth_from_bams`); it is removed when the stage finishes.
     ``sample_separator`` (multi-split): every id must carry a sample prefix that names a BAM / depth
-    column (checked before depth is computed from BAMs).
+    column (checked before depth is computed from BAMs). ``threads`` caps every thread pool of the
+    stage (BLAS, numba, processes). ``scheduler``: a Dask scheduler address (or ``distributed.Client``)
+    to read the BAMs and count tetramers on (:mod:`deepmetabin._parallel`); same results.
     """
+    out = Path(out)
+    t0 = time.perf_counter()
+    _prepare_out(out, force)
+    with thread_limits(threads):
+        return _features(contigs_path, out, bams, depth_table, min_length, threads, force, depth_progress, tnf_progress,
+                         sample_separator, scheduler, t0)
+
+
+#: Per-BAM depth columns of an unfinished features stage (inside the run folder).
+DEPTH_CACHE = "depth_cache"
+
+
+def _features(contigs_path: str | os.PathLike[str], out: Path, bams: Sequence[str | os.PathLike[str]] | None,
+              depth_table: str | os.PathLike[str] | None, min_length: int, threads: int, force: bool,
+              depth_progress: Progress | None, tnf_progress: Progress | None, sample_separator: str | None,
+              scheduler: Scheduler, t0: float) -> dict[str, Any]:
     from .depth import depth_from_bams, read_depth_table, sample_name
     from .features import features, feature_names
     from .tnf import tnf
 
-    out = Path(out)
-    t0 = time.perf_counter()
-    _prepare_out(out, force)
     contigs = read_contigs(contigs_path, min_length=min_length)
     if (bams is None) == (depth_table is None):
         raise ValueError("give exactly one of bams or depth_table")
     if bams is not None:
         if sample_separator:
             _check_sample_columns(contigs.ids, sample_separator, [sample_name(Path(b).name) for b in bams], str(bams[0]), str(contigs_path))
-        depth, samples = depth_from_bams(bams, contigs, threads=threads, progress=depth_progress)
+        depth, samples = depth_from_bams(bams, contigs, threads=threads, progress=depth_progress,
+                                         cache_dir=out / DEPTH_CACHE, scheduler=scheduler)
         inputs: dict[str, Any] = {"bams": [{"path": str(Path(b).resolve()), "size": Path(b).stat().st_size} for b in bams]}
     else:
         depth, samples = read_depth_table(depth_table, contigs)
@@ -76,7 +97,7 @@ def features_stage(
         inputs = {"depth_table": {"path": str(Path(depth_table).resolve()), "sha256": file_sha256(depth_table)}}
     contigs = contigs.with_depth(depth, samples)
     inputs["contigs"] = {"path": str(Path(contigs_path).resolve()), "sha256": file_sha256(contigs_path), "min_length": min_length}
-    t = tnf(contigs, threads=threads, progress=tnf_progress)
+    t = tnf(contigs, threads=threads, progress=tnf_progress, scheduler=scheduler)
     x = features(contigs, t)
 
     if force and out.exists():
@@ -87,13 +108,15 @@ def features_stage(
     save_parquet(out / "contigs.parquet", contigs.to_frame(), metadata={"ids_hash": contigs.ids_hash})
     save_npy(out / "tnf.npy", t)
     save_npy(out / "features.npy", x)
-    return record_stage(
+    manifest = record_stage(
         out, manifest, "features",
         params={"min_length": min_length, "samples": list(samples), "feature_names": feature_names(samples)},
         outputs={"contigs": "contigs.parquet", "tnf": "tnf.npy", "features": "features.npy"},
         seconds=time.perf_counter() - t0,
         extra={"n_bp": contigs.total_bp, "n_samples": len(samples), "n_features": int(x.shape[1])},
     )
+    shutil.rmtree(out / DEPTH_CACHE, ignore_errors=True)  # the depth is in contigs.parquet now
+    return manifest
 
 
 def load_frame(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
@@ -198,12 +221,15 @@ def markers_stage(
     threads: int = 1,
     marker_sets: Sequence[str] | None = None,
     progress: Progress | None = None,
+    scheduler: Scheduler = None,
 ) -> dict[str, Any]:
     """Add ``markers.tsv`` (single-copy marker hits, :mod:`deepmetabin.markers`) to a run folder.
 
     Hits are reused when ``markers.tsv`` is intact and was made from the same contig sequences and
     marker set versions; a damaged file is recomputed. ``marker_sets`` default: ``sc107`` (genome count,
-    cannot-links) and ``checkm_bacteria`` (completeness / contamination).
+    cannot-links) and ``checkm_bacteria`` (completeness / contamination). ``scheduler``: a Dask
+    scheduler address (or ``distributed.Client``) to call genes and search them on, per chunk of
+    contigs; same hits.
     """
     from .markers import DEFAULT_STAGE_SETS, cache_key, cached_markers, estimate_genomes
 
@@ -211,7 +237,9 @@ def markers_stage(
     sets = tuple(marker_sets or DEFAULT_STAGE_SETS)
     contigs = load_contigs(run_dir)
     manifest = load_manifest(run_dir)
-    hits = cached_markers(contigs, Path(run_dir) / "markers.tsv", marker_sets=sets, threads=threads, progress=progress)
+    with thread_limits(threads):
+        hits = cached_markers(contigs, Path(run_dir) / "markers.tsv", marker_sets=sets, threads=threads, progress=progress,
+                              scheduler=scheduler)
     count_set = "sc107" if "sc107" in hits else sets[0]
     return record_stage(
         run_dir, manifest, "markers",
@@ -512,6 +540,7 @@ def run(
     on_stage: Callable[[str, str], None] | None = None,
     progress_for: Callable[[str], Any] | None = None,
     train_callbacks: Sequence[Callable[[Any], None]] = (),
+    scheduler: Scheduler = None,
 ) -> "Run":
     """Run every stage (features -> graph -> markers -> train -> bins) into run folder ``out``.
 
@@ -524,6 +553,9 @@ def run(
         on_stage: called ``(stage, "start" | "skip" | "done")``.
         progress_for: ``stage -> progress(done, total)`` callback factory (e.g. tqdm bars).
         train_callbacks: epoch callbacks of the training loop.
+        scheduler: a Dask scheduler address (``tcp://host:8786``) or ``distributed.Client``: depth per
+            BAM, TNF and marker genes per chunk run on that cluster (same results); the rest, training
+            included, runs here. ``config.threads`` caps this process's thread pools in every stage.
     """
     from .markers import DEFAULT_STAGE_SETS
     from .train import TrainConfig
@@ -562,29 +594,31 @@ def run(
 
     prog = progress_for or (lambda stage: None)
     tc = replace(config.train or TrainConfig(seed=config.seed), device=device, threads=config.threads)
-    for stage in STAGES:
-        if not needed(stage):
-            note(stage, "skip")
-            continue
-        note(stage, "start")
-        if stage == "features":
-            features_stage(contigs, out, bams=bams, depth_table=depth_table, min_length=config.min_length,
-                           threads=config.threads, force=True, depth_progress=prog("depth"), tnf_progress=prog("tnf"),
-                           sample_separator=config.multi_split)
-        elif stage == "graph":
-            graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, refine=config.refine, progress=prog("graph"))
-        elif stage == "markers":
-            markers_stage(out, threads=config.threads, marker_sets=DEFAULT_STAGE_SETS, progress=prog("markers"))
-        elif stage == "train":
-            # a checkpoint continues only the same training (a killed run); new inputs or settings start over
-            train_stage(out, tc, resume=True, callbacks=train_callbacks, restart_on_mismatch=True)
-        else:
-            bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
-                       min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
-                       multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette,
-                       assign=config.assign)
-        mark(stage)
-        note(stage, "done")
+    with thread_limits(config.threads):  # BLAS, numba and torch pools of every stage
+        for stage in STAGES:
+            if not needed(stage):
+                note(stage, "skip")
+                continue
+            note(stage, "start")
+            if stage == "features":
+                features_stage(contigs, out, bams=bams, depth_table=depth_table, min_length=config.min_length,
+                               threads=config.threads, force=True, depth_progress=prog("depth"), tnf_progress=prog("tnf"),
+                               sample_separator=config.multi_split, scheduler=scheduler)
+            elif stage == "graph":
+                graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, refine=config.refine, progress=prog("graph"))
+            elif stage == "markers":
+                markers_stage(out, threads=config.threads, marker_sets=DEFAULT_STAGE_SETS, progress=prog("markers"),
+                              scheduler=scheduler)
+            elif stage == "train":
+                # a checkpoint continues only the same training (a killed run); new inputs or settings start over
+                train_stage(out, tc, resume=True, callbacks=train_callbacks, restart_on_mismatch=True)
+            else:
+                bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
+                           min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
+                           multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette,
+                           assign=config.assign)
+            mark(stage)
+            note(stage, "done")
     return Run.load(out)
 
 

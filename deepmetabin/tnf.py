@@ -15,13 +15,14 @@ without any ACGT tetramer, whose TNF row is all zeros).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 import numba
 import numpy as np
 from scipy.linalg import null_space
 
+from ._parallel import Scheduler, cluster_threads, dask_client, run_tasks
 from .contigs import Contigs
 
 TNF_DIM = 103
@@ -68,57 +69,116 @@ def projection_kernel() -> np.ndarray:
     return kernel
 
 
+@numba.njit(inline="always")
+def _count_one(buf: np.ndarray, start: int, stop: int, code: np.ndarray, out: np.ndarray, i: int) -> None:
+    kmer = 0
+    run = 0
+    for p in range(start, stop):
+        c = code[buf[p]]
+        if c > 3:
+            run = 0
+            continue
+        kmer = ((kmer << 2) | c) & 255
+        run += 1
+        if run >= 4:
+            out[i, kmer] += 1
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _count_tetramers(buf: np.ndarray, offsets: np.ndarray, code: np.ndarray, out: np.ndarray) -> None:
-    n = offsets.shape[0] - 1
-    for i in numba.prange(n):
-        kmer = 0
-        run = 0
-        for p in range(offsets[i], offsets[i + 1]):
-            c = code[buf[p]]
-            if c > 3:
-                run = 0
-                continue
-            kmer = ((kmer << 2) | c) & 255
-            run += 1
-            if run >= 4:
-                out[i, kmer] += 1
+    for i in numba.prange(offsets.shape[0] - 1):
+        _count_one(buf, offsets[i], offsets[i + 1], code, out, i)
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_tetramers_serial(buf: np.ndarray, offsets: np.ndarray, code: np.ndarray, out: np.ndarray) -> None:
+    # for Dask workers: numba's default threading layer must not run parallel loops from several threads
+    for i in range(offsets.shape[0] - 1):
+        _count_one(buf, offsets[i], offsets[i + 1], code, out, i)
+
+
+def _chunk_counts(buf: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(n, 256) uint32 counts of the n contigs ``buf[offsets[i]:offsets[i+1]]`` (a task on a Dask worker)."""
+    out = np.zeros((len(offsets) - 1, 256), dtype=np.uint32)
+    _count_tetramers_serial(buf, offsets, CODE, out)
+    return out
+
+
+def _chunk_bounds(offsets: np.ndarray, chunk_bp: int) -> Iterator[tuple[int, int]]:
+    """Contiguous row ranges of about ``chunk_bp`` bases each (at least one contig)."""
+    n = len(offsets) - 1
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(offsets, offsets[start] + chunk_bp, side="right"))
+        stop = min(n, max(stop, start + 1))
+        yield start, stop
+        start = stop
 
 
 def tetramer_counts(
-    contigs: Contigs, *, threads: int = 1, progress: Callable[[int, int], None] | None = None, chunk_bp: int = 64_000_000
+    contigs: Contigs, *, threads: int = 1, progress: Callable[[int, int], None] | None = None, chunk_bp: int = 64_000_000,
+    scheduler: Scheduler = None,
 ) -> np.ndarray:
     """(N, 256) uint32 tetramer counts per contig (one strand; windows with non-ACGT symbols skipped).
 
-    Work is split into chunks of about ``chunk_bp`` bases; ``progress(done_bp, total_bp)`` after each.
+    Work is split into chunks of about ``chunk_bp`` bases; ``progress(done_bp, total_bp)`` at the start
+    and after each.
+    ``scheduler`` (a Dask scheduler address or ``distributed.Client``): each chunk is counted by a task
+    on that cluster (its sequences are sent there; ``threads`` is unused); the counts are identical.
+
+    Raises:
+        SchedulerError: ``scheduler`` cannot be used.
     """
     n = len(contigs)
     out = np.zeros((n, 256), dtype=np.uint32)
     total = int(contigs.offsets[-1])
+    offsets, buf = contigs.offsets, contigs.seq_buffer
+    if progress is not None:
+        progress(0, total)
+    if scheduler is not None:
+        bounds = list(_chunk_bounds(offsets, chunk_bp))
+        tasks = ((buf[offsets[a] : offsets[b]], offsets[a : b + 1] - offsets[a]) for a, b in bounds)
+        done_bp = 0
+        with dask_client(scheduler) as client:
+            for k, counts in run_tasks(client, _chunk_counts, tasks, window=2 * cluster_threads(client), name="tnf"):
+                a, b = bounds[k]
+                out[a:b] = counts
+                done_bp += int(offsets[b] - offsets[a])
+                if progress is not None:
+                    progress(done_bp, total)
+        return out
     prev = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
-        start = 0
-        while start < n:
-            stop = int(np.searchsorted(contigs.offsets, contigs.offsets[start] + chunk_bp, side="right"))
-            stop = min(n, max(stop, start + 1))
-            _count_tetramers(contigs.seq_buffer, contigs.offsets[start : stop + 1], CODE, out[start:stop])
+        for start, stop in _chunk_bounds(offsets, chunk_bp):
+            _count_tetramers(buf, offsets[start : stop + 1], CODE, out[start:stop])
             if progress is not None:
-                progress(int(contigs.offsets[stop]), total)
-            start = stop
+                progress(int(offsets[stop]), total)
     finally:
         numba.set_num_threads(prev)
     return out
 
 
-def project(counts: np.ndarray) -> np.ndarray:
-    """(N, 256) tetramer counts -> (N, 103) float32 projected TNF (rows without tetramers -> zeros)."""
+def project(counts: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """(N, 256) tetramer counts -> (N, 103) float32 projected TNF (rows without tetramers -> zeros).
+
+    ``threads``: BLAS threads for the product (None: as set for the process)."""
     counts = np.asarray(counts, dtype=np.float64)
     sums = counts.sum(axis=1, keepdims=True)
     freq = np.divide(counts, sums, out=np.full_like(counts, 1 / 256), where=sums > 0)
-    return ((freq - 1 / 256) @ projection_kernel()).astype(np.float32)
+    freq -= 1 / 256
+    if threads is None:
+        return (freq @ projection_kernel()).astype(np.float32)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, int(threads)), user_api="blas"):
+        return (freq @ projection_kernel()).astype(np.float32)
 
 
-def tnf(contigs: Contigs, *, threads: int = 1, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """(N, 103) float32 projected tetranucleotide frequencies of every contig, in ``contigs`` order."""
-    return project(tetramer_counts(contigs, threads=threads, progress=progress))
+def tnf(contigs: Contigs, *, threads: int = 1, progress: Callable[[int, int], None] | None = None,
+        scheduler: Scheduler = None) -> np.ndarray:
+    """(N, 103) float32 projected tetranucleotide frequencies of every contig, in ``contigs`` order.
+
+    ``threads``: numba threads for the counts and BLAS threads for the projection. ``scheduler``:
+    counts computed on a Dask cluster (see :func:`tetramer_counts`), projected here; same result."""
+    return project(tetramer_counts(contigs, threads=threads, progress=progress, scheduler=scheduler), threads=threads)

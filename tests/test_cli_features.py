@@ -100,3 +100,28 @@ def test_missing_contigs_file(tmp_path, capsys):
 def test_app_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["app", "--run", str(tmp_path)]) == 2
     assert "not a deepmetabin run folder" in capsys.readouterr().err
+
+
+def test_threads_cap_blas_numba_and_torch_in_the_stages(tmp_path, monkeypatch):
+    """--threads reaches every pool a stage may use (threadpoolctl: BLAS/OpenMP; numba; torch), and the
+    process's settings come back afterwards."""
+    import numba
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from deepmetabin.errors import DeepMetaBinError
+
+    seen = {}
+
+    def stage(*args, **kwargs):
+        seen.update(blas={i["num_threads"] for i in threadpool_info()}, numba=numba.get_num_threads(),
+                    torch=torch.get_num_threads())
+        raise DeepMetaBinError("stop here")
+
+    fasta, table, *_ = make_inputs(tmp_path)
+    monkeypatch.setattr(pipeline, "features_stage", stage)
+    before = (numba.get_num_threads(), torch.get_num_threads())
+    args = ["-q", "features", "--contigs", str(fasta), "--depth", str(table), "--out", str(tmp_path / "r"), "--threads", "1"]
+    assert main(args) == 2
+    assert seen == {"blas": {1}, "numba": 1, "torch": 1}
+    assert (numba.get_num_threads(), torch.get_num_threads()) == before

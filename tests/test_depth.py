@@ -190,7 +190,7 @@ def test_parallel_equals_serial_and_reports_progress(tmp_path):
     assert samples == samples2 == samples3 == ["S0", "S1", "S2"]
     np.testing.assert_array_equal(serial, parallel)
     np.testing.assert_array_equal(serial, with_pysam)
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert (serial > 0).any()
 
 

@@ -1,0 +1,168 @@
+"""Where parallel work runs: thread caps for this process (``--threads``) and an optional Dask cluster
+(``--scheduler ADDRESS``) for the embarrassingly parallel stages (depth per BAM, TNF and marker genes
+per chunk of contigs).
+
+dask.distributed is optional (``pip install 'deepmetabin[dask]'``): it is imported only when a
+scheduler is given. Tasks sent to a cluster are module-level functions of deepmetabin, so the workers
+need the same deepmetabin installed; files they read (BAMs, a CRAM reference) must be at the same path
+on them (a shared file system). Results come back to this process, which writes the run folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from .errors import SchedulerError
+
+if TYPE_CHECKING:
+    import distributed
+
+log = logging.getLogger(__name__)
+
+#: A scheduler address (``tcp://host:8786``), a connected ``distributed.Client``, or None (this machine).
+Scheduler = Union[str, "distributed.Client", None]
+
+#: Seconds to wait for a scheduler to answer before giving up.
+CONNECT_TIMEOUT = 10
+
+
+@contextlib.contextmanager
+def thread_limits(threads: int) -> Iterator[None]:
+    """Cap the threads of BLAS/OpenMP pools (threadpoolctl), numba's parallel loops and, when it is
+    already imported, torch at ``threads`` inside the block; the previous settings come back after it."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    n = max(1, int(threads))
+    prev_numba = numba.get_num_threads()
+    torch = sys.modules.get("torch")
+    prev_torch = torch.get_num_threads() if torch is not None else None
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if torch is not None:
+        torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        numba.set_num_threads(prev_numba)
+        if torch is not None and prev_torch is not None:
+            torch.set_num_threads(prev_torch)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: Scheduler) -> Iterator["distributed.Client"]:
+    """A ``distributed.Client`` for ``scheduler``: connected here and closed after the block for an
+    address, used as it is (and left open) for a Client.
+
+    Raises:
+        SchedulerError: dask.distributed is not installed; nothing answers at the address; a worker
+            lacks deepmetabin.
+    """
+    try:
+        import distributed
+    except ImportError:
+        raise SchedulerError(
+            f"--scheduler {scheduler}: needs the dask.distributed package, which is not installed; "
+            "install it with pip install 'deepmetabin[dask]', or leave out --scheduler to run on this machine"
+        ) from None
+    if isinstance(scheduler, distributed.Client):
+        _check_workers(scheduler, str(scheduler.scheduler.address))
+        yield scheduler
+        return
+    address = str(scheduler)
+    try:
+        client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, ValueError, TypeError, TimeoutError) as exc:
+        raise SchedulerError(
+            f"--scheduler {address}: cannot reach a Dask scheduler there ({_one_line(exc)}); start one (dask scheduler, "
+            "or a dask-jobqueue cluster, see README) and pass its address as tcp://HOST:8786, or leave out "
+            "--scheduler to run on this machine"
+        ) from None
+    try:
+        _check_workers(client, address)
+        yield client
+    finally:
+        client.close()
+
+
+def _check_workers(client: "distributed.Client", address: str) -> None:
+    """Every worker must import deepmetabin (tasks are its functions); none yet is only logged."""
+    from . import __version__
+
+    workers = client.get_versions(packages=["deepmetabin"]).get("workers", {})
+    if not workers:
+        log.warning("%s: the Dask cluster has no worker yet; tasks wait until one joins", address)
+    for name, info in workers.items():
+        theirs = (info.get("packages") or {}).get("deepmetabin")
+        if theirs is None:
+            raise SchedulerError(
+                f"--scheduler {address}: worker {name} cannot import deepmetabin; install deepmetabin {__version__} "
+                "in the workers' Python environment"
+            )
+        if theirs != __version__:
+            log.warning("%s: worker %s has deepmetabin %s, this process %s", address, name, theirs, __version__)
+    log.info("%s: Dask cluster with %d worker(s), %d thread(s)", address, len(workers), cluster_threads(client))
+
+
+def cluster_threads(client: "distributed.Client") -> int:
+    """Worker threads in the cluster now (at least 1)."""
+    return max(1, sum(client.nthreads().values()))
+
+
+def run_tasks(
+    client: "distributed.Client",
+    fn: Callable[..., Any],
+    tasks: Iterable[tuple[Any, ...]],
+    *,
+    window: int,
+    name: str,
+) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(*args)`` for each ``args`` of ``tasks`` on the cluster; yield ``(i, result)`` as they finish.
+
+    At most ``window`` tasks are in flight, so ``tasks`` (a generator) is consumed as results come back
+    and big inputs are not all held by the cluster at once. NumPy arrays among the arguments are
+    scattered to the workers first (not embedded in the task graph). An error in a task cancels the
+    others and is raised here (a deepmetabin error as it was raised on the worker).
+    """
+    import distributed
+
+    token = uuid.uuid4().hex[:12]
+    it = enumerate(tasks)
+    live: dict[str, tuple[int, Any]] = {}  # key -> (task number, future)
+    pending = distributed.as_completed(loop=client.loop)
+
+    def submit_next() -> bool:
+        nxt = next(it, None)
+        if nxt is None:
+            return False
+        i, args = nxt
+        args = tuple(client.scatter(a, hash=False) if isinstance(a, np.ndarray) else a for a in args)
+        fut = client.submit(fn, *args, key=f"deepmetabin-{name}-{i}-{token}", pure=False)
+        live[fut.key] = (i, fut)
+        pending.add(fut)
+        return True
+
+    try:
+        for _ in range(max(1, window)):
+            if not submit_next():
+                break
+        for fut in pending:
+            result = fut.result()
+            i, _ = live.pop(fut.key)
+            fut.release()
+            yield i, result
+            submit_next()
+    except BaseException:
+        for _, other in live.values():
+            other.cancel()
+        raise
