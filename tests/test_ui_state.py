@@ -269,6 +269,23 @@ def test_every_view_and_colouring_renders_to_bokeh(state):
     pn.state.kill_all_servers()
 
 
+def test_map_coloured_by_bin_redraws_after_a_split_adds_a_bin(state):
+    """The colour key grows with the bins: a drawn map must redraw after a split creates one (datashader
+    refused a category missing from the key, and the map froze)."""
+    import holoviews as hv
+
+    from deepmetabin.ui import views
+
+    for plot_of in (lambda: views.latent_map_plot(state, "bin"), lambda: views.graph_plot(state, "bin")):
+        plot = hv.renderer("bokeh").get_plot(plot_of())
+        before = plot.current_frame
+        state.select_rows(state.binset.members(_big_bin(state))[:5])
+        state.new_name = ""
+        state.apply("split")
+        assert plot.current_frame is not None and plot.current_frame is not before
+        assert len(state.quality()) == len(set(state.binset.bins))
+
+
 def _train_until(t, n_epochs: int, timeout: float = 90.0) -> None:
     """Drain events like the app's periodic callback; ask to stop once ``n_epochs`` more epochs are seen."""
     start, deadline, asked = len(t.losses), time.time() + timeout, False

@@ -30,9 +30,12 @@ def _categorical(values: np.ndarray) -> pd.Categorical:
     return pd.Categorical(np.asarray(values).astype(str))
 
 
-def _color_key(cats) -> dict[str, str]:
+def _color_key(cats, key: dict[str, str] | None = None) -> dict[str, str]:
+    """A colour per category; categories already in ``key`` keep theirs, new ones take the next colours."""
     palette = cc.glasbey_dark
-    key = {c: palette[i % len(palette)] for i, c in enumerate(cats)}
+    key = dict(key or {})
+    for c in cats:
+        key.setdefault(c, palette[len(key) % len(palette)])
     for quiet in ("unbinned", "-1", "no"):
         if quiet in key:
             key[quiet] = "#c8c8c8"
@@ -55,9 +58,23 @@ def colour_options(state: CurationState) -> list[str]:
     return opts + [c for c in df.columns if c.startswith("log_depth:")]
 
 
-def _shade(element: hv.Element | hv.DynamicMap, colour: str, cats: list[str] | None, kind: str = "points"):
+def _growing_key(state: CurationState, colour: str, cats: list[str]):
+    """The colour key of a categorical map, extended after every edit: a split adds a bin, and datashader
+    refuses to draw a category the key lacks (existing categories keep their colours)."""
+    key = _color_key(cats)
+
+    def current(version: int) -> dict[str, str]:
+        key.update(_color_key(sorted(map(str, map_frame(state)[colour].unique())), key))
+        return dict(key)
+
+    return pn.bind(current, state.param.version)
+
+
+def _shade(element: hv.Element | hv.DynamicMap, colour: str, cats: list[str] | None, kind: str = "points",
+           state: CurationState | None = None):
     if colour in CATEGORICAL:
-        return dynspread(datashade(element, aggregator=ds.count_cat(colour), color_key=_color_key(cats or []),
+        key = _growing_key(state, colour, cats or []) if state is not None else _color_key(cats or [])
+        return dynspread(datashade(element, aggregator=ds.count_cat(colour), color_key=key,
                                    min_alpha=60), threshold=0.6, max_px=4).opts(show_legend=len(cats or []) <= 25)
     return dynspread(rasterize(element, aggregator=ds.mean(colour)), threshold=0.6, max_px=4).opts(
         cmap="viridis", colorbar=True, clabel=colour)
@@ -76,7 +93,7 @@ def latent_map_plot(state: CurationState, colour: str = "bin", *, width: int = 7
 
     cats = sorted(map(str, map_frame(state)[colour].unique())) if colour in CATEGORICAL else None
     dmap = hv.DynamicMap(points, streams=[hv.streams.Params(state, ["version"])])
-    shaded = _shade(dmap, colour, cats).opts(
+    shaded = _shade(dmap, colour, cats, state=state).opts(
         width=width, height=height, tools=["box_select", "lasso_select"], active_tools=["box_select", "wheel_zoom"],
         xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05, title=f"latent map ({len(state.data.ids)} contigs) — colour: {colour}")
     if colour in CATEGORICAL:
@@ -281,7 +298,7 @@ def graph_plot(state: CurationState, colour: str = "label", show_pruned: bool = 
         return hv.Points(df, ["x", "y"], [colour])
 
     cats = sorted(map(str, map_frame(state)[colour].unique()))
-    pts = _shade(hv.DynamicMap(nodes, streams=[hv.streams.Params(state, ["version"])]), colour, cats)
+    pts = _shade(hv.DynamicMap(nodes, streams=[hv.streams.Params(state, ["version"])]), colour, cats, state=state)
     c = state.data.graph.counts
     return (layers * pts).opts(width=width, height=height, xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05,
                                show_legend=len(cats) <= 12, legend_position="right",
