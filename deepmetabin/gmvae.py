@@ -158,6 +158,27 @@ def neighbour_table(
     return index, weight.astype(np.float32), bandwidth
 
 
+def sample_neighbours(index: torch.Tensor, weight: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Monte-Carlo version of a neighbour table, for cheaper training steps.
+
+    Per row, ``samples`` neighbours drawn with replacement with probability w_ij, each of weight
+    1/``samples``: the expected neighbour term equals the full weighted sum over the M neighbours
+    (unbiased), at ``samples`` instead of up to M encoder passes per contig. Rows without neighbours
+    keep weight 0. Uses torch's global generator (seeded and checkpointed by the training loop).
+
+    Args:
+        index: (B, M) neighbour rows; weight: (B, M) weights, each row summing to 1 or 0.
+
+    Returns:
+        (B, samples) rows and (B, samples) weights.
+    """
+    has = weight.sum(-1) > 0
+    probs = torch.where(has[:, None], weight, torch.ones_like(weight))
+    pick = torch.multinomial(probs, samples, replacement=True)
+    w = torch.where(has[:, None], torch.full(pick.shape, 1.0 / samples, device=weight.device), torch.zeros(pick.shape, device=weight.device))
+    return torch.gather(index, 1, pick), w
+
+
 def batch_loss(
     model: GMVAE,
     x: torch.Tensor,
@@ -170,7 +191,8 @@ def batch_loss(
     """Mean loss terms over a batch.
 
     Args:
-        x: (B, D) rows; x_nb: (B, M, D) their neighbours' rows; w_nb: (B, M) kernel weights.
+        x: (B, D) rows; x_nb: (B, M, D) their neighbours' rows; w_nb: (B, M) kernel weights (pairs
+            of weight 0, e.g. padding, are skipped; see :func:`sample_neighbours` for a sampled table).
 
     Returns:
         dict with scalar tensors ``loss`` (to minimise), ``rec``, ``kl_z``, ``kl_y``, ``neighbour``.
@@ -181,12 +203,13 @@ def batch_loss(
     total = rec + weights.kl_weight * (kl_z + kl_y)
     nb_term = torch.zeros_like(rec)
     if x_nb is not None and w_nb is not None and weights.neighbour_weight > 0:
-        b, m, d = x_nb.shape
-        enc_nb = model.encode(x_nb.reshape(b * m, d), tau)
-        xhat_nb = model.decode(enc_nb["z"]).reshape(b, m, d)
-        rec_nb = ((x[:, None, :] - xhat_nb) ** 2 * col_w).sum(-1)
-        nb_term = (w_nb * rec_nb).sum(-1)
-        total = total + weights.neighbour_weight * nb_term
+        # only the (i, j) pairs with a weight: padding (weight 0) would cost a forward pass for nothing
+        row, slot = torch.nonzero(w_nb > 0, as_tuple=True)
+        if len(row):
+            enc_nb = model.encode(x_nb[row, slot], tau)
+            rec_nb = reconstruction(x[row], model.decode(enc_nb["z"]), col_w)
+            nb_term = nb_term.index_add(0, row, w_nb[row, slot] * rec_nb)
+            total = total + weights.neighbour_weight * nb_term
     return {
         "loss": total.mean(), "rec": rec.mean().detach(), "kl_z": kl_z.mean().detach(),
         "kl_y": kl_y.mean().detach(), "neighbour": nb_term.mean().detach(),

@@ -29,7 +29,7 @@ import torch
 
 from ._io import atomic_path, write_bytes
 from .errors import RunFolderError
-from .gmvae import GMVAE, LossWeights, batch_loss, block_weights, neighbour_table
+from .gmvae import GMVAE, LossWeights, batch_loss, block_weights, neighbour_table, sample_neighbours
 from .tnf import TNF_DIM
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class TrainConfig:
     kl_weight: float = 0.005
     neighbour_weight: float = 1.0
     max_neighbours: int = 6
+    neighbour_samples: int | None = None  # per contig and step: None = all neighbours (exact sum)
     bandwidth: float | None = None
     tau_start: float = 1.0
     tau_end: float = 0.5
@@ -263,8 +264,10 @@ def train(
         order = rng.permutation(train_idx)
         for b in _batches(order, config.batch_size):
             bt = torch.as_tensor(b, device=device)
-            nb = nb_index_t[bt]
-            terms = batch_loss(model, xt[bt], xt[nb], nb_weight_t[bt], col_wt, weights, tau)
+            nb, nb_w = nb_index_t[bt], nb_weight_t[bt]
+            if config.neighbour_samples:
+                nb, nb_w = sample_neighbours(nb, nb_w, config.neighbour_samples)
+            terms = batch_loss(model, xt[bt], xt[nb], nb_w, col_wt, weights, tau)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()

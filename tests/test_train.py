@@ -15,7 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
 from deepmetabin.errors import RunFolderError
-from deepmetabin.gmvae import neighbour_table
+from deepmetabin.gmvae import GMVAE, LossWeights, batch_loss, block_weights, neighbour_table, sample_neighbours
 from deepmetabin.train import EpochEvent, Trained, TrainConfig, train
 
 DIM = 103 + 3
@@ -73,6 +73,49 @@ def test_neighbour_weights_sum_to_one():
     d = np.linalg.norm(x[index[i]] - x[i], axis=1)
     real = weight[i] > 0
     assert np.all(np.diff(weight[i][real][np.argsort(d[real])]) <= 1e-7)
+
+
+def test_neighbour_pairs_of_weight_zero_are_skipped():
+    """Padding (weight 0) costs nothing and changes nothing: whatever row pads the table, the loss and
+    the random draws after it are the same."""
+    import torch
+
+    x, _ = two_groups(64)
+    index, weight, _ = neighbour_table(x, knn(x), max_neighbours=6)
+    assert (weight == 0).any()
+    other = np.where(weight > 0, index, (index + 17) % len(x))  # different padding rows
+    col_w = torch.as_tensor(block_weights(x, 103, 0.15))
+    model = GMVAE(DIM, 4, 4, (32, 32))
+    xt = torch.as_tensor(x)
+    out = []
+    for idx in (index, other):
+        torch.manual_seed(3)
+        terms = batch_loss(model, xt, xt[torch.as_tensor(idx)], torch.as_tensor(weight), col_w, LossWeights(), 1.0)
+        out.append((terms["loss"].item(), terms["neighbour"].item(), torch.rand(1).item()))
+    assert out[0] == out[1] and out[0][1] > 0
+
+
+def test_sampled_neighbours_follow_the_weights():
+    import torch
+
+    index = torch.tensor([[5, 6, 7], [1, 1, 1], [2, 3, 4]])
+    weight = torch.tensor([[0.7, 0.2, 0.1], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    torch.manual_seed(0)
+    rows, w = sample_neighbours(index.repeat(2000, 1), weight.repeat(2000, 1), 2)
+    rows, w = rows.reshape(2000, 3, 2), w.reshape(2000, 3, 2)
+    share = [(rows[:, 0] == j).float().mean().item() for j in (5, 6, 7)]
+    assert np.allclose(share, [0.7, 0.2, 0.1], atol=0.02)
+    assert (w[:, 0] == 0.5).all() and (w[:, 1] == 0).all()  # no neighbours: no term
+    assert (rows[:, 2] == 3).all() and (w[:, 2].sum(-1) == 1).all()
+
+
+def test_training_with_sampled_neighbours_separates_groups():
+    x, labels = two_groups()
+    m = train(x, knn(x), TrainConfig(epochs=25, patience=100, neighbour_samples=1, **SMALL))
+    z = m.transform(x)
+    axis = z @ np.linalg.svd(z - z.mean(0))[2][0]
+    assert adjusted_rand_score(labels, (axis > np.median(axis)).astype(int)) > 0.9
+    assert m.history["neighbour"].iloc[-1] > 0 and m.history["loss"].iloc[-1] < 0.5 * m.history["loss"].iloc[0]
 
 
 def test_save_load_round_trip_and_hash_check(tmp_path):
