@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,10 @@ COLUMNS = ["dataset", "variant", "seed", "f1", "f1_bp", "precision", "recall", "
 
 
 def code_version() -> str:
+    """Short commit (+dirty) of the code that runs; DMB_CODE_VERSION when run from an exported tree."""
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if not commit:
+        return os.environ.get("DMB_CODE_VERSION", "unknown")
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "deepmetabin"], capture_output=True, text=True).stdout.strip()
     return commit + ("+dirty" if dirty else "")
 
@@ -133,7 +137,7 @@ def report(table: pd.DataFrame) -> str:
                 f"| {variant} | {','.join(map(str, sorted(v.index)))} | {ms('f1')} | {delta('f1')} | {ms('f1_bp')} | "
                 f"{delta('f1_bp')} | {nc.mean():.1f} ({nc.min()}–{nc.max()}) | {delta('nc', '+.1f')} | {v['mq'].mean():.1f} | "
                 f"{ms('ari')} | {v['short_precision'].mean():.3f} ({v['short_binned'].mean():.0f}) | {v['n_bins'].mean():.1f} | "
-                f"{', '.join(sorted(set(v['version'])))} |")
+                f"{', '.join(sorted(set(v['version'].astype(str))))} |")
     return "\n".join(lines) + "\n"
 
 
