@@ -52,9 +52,13 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "no-split": ("constrained k-means on contaminated clusters", {"split": False}, {}),
     "split-ungated": ("the TNF-composition gate of the split (every contaminated cluster split)",
                       {"min_composition_silhouette": None}, {}),
-    # not a switch-off: the neighbour term estimated from 1 sampled neighbour per contig and step
-    "nb-samples-1": ("the exact neighbour sum: 1 neighbour sampled by weight per contig and step (cheaper)",
-                     {}, {"neighbour_samples": 1}),
+    "nb-exact": ("neighbour sampling: the neighbour term sums over every neighbour (neighbour_samples = None)",
+                 {}, {"neighbour_samples": None}),
+}
+# variants of earlier runs, still in the table (their rows are reported with the code version they ran on)
+FORMER = {
+    "nb-samples-1": "(when the default summed over every neighbour) 1 neighbour sampled by weight per contig and step; "
+                    "the default since 2026-11-26",
 }
 COLUMNS = ["dataset", "variant", "seed", "f1", "f1_bp", "precision", "recall", "nc", "mq", "ari", "n_bins",
            "short_precision", "short_binned", "cannot_link_violations", "stage_seconds", "version", "date"]
@@ -112,12 +116,13 @@ def report(table: pd.DataFrame) -> str:
              "1–2.5 kb: precision of the binned ones (their genome is their bin's majority genome).", "",
              "| variant | what is off |", "|---|---|"]
     lines += [f"| {name} | {what} |" for name, (what, _, _) in VARIANTS.items()]
+    lines += [f"| {name} | {what} |" for name, what in FORMER.items() if name in set(table["variant"])]
     latest = table.sort_values("date").drop_duplicates(["dataset", "variant", "seed"], keep="last")
     for ds, grp in latest.groupby("dataset", sort=False):
         base = grp[grp["variant"] == "default"].set_index("seed")
         lines += ["", f"## {ds}", "", "| variant | seeds | F1 contigs | Δ F1 | F1 bp | Δ F1 bp | NC | Δ NC | MQ | ARI | "
                   "short precision (n) | bins | versions |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for variant in VARIANTS:
+        for variant in [*VARIANTS, *FORMER]:
             v = grp[grp["variant"] == variant].set_index("seed")
             if v.empty:
                 continue

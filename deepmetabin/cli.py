@@ -238,6 +238,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latent", type=int, default=None, help="latent dimension (default 32)")
     p.add_argument("--components", type=int, default=None, help="GMVAE mixture components K (default 32)")
     p.add_argument("--neighbour-weight", type=float, default=None, help="weight of the neighbour must-link term (default 1.0; 0 = off)")
+    p.add_argument("--neighbour-samples", type=int, default=None,
+                   help="neighbours sampled per contig and step for the must-link term (default 1; 0 = every neighbour, exact)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same bins on CPU)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all available cores)")
@@ -248,6 +250,10 @@ def _train_config(args: argparse.Namespace) -> "object":
 
     opts = {"epochs": args.epochs, "batch_size": args.batch_size, "latent": args.latent, "k": args.components,
             "neighbour_weight": args.neighbour_weight}
+    if args.neighbour_samples is not None:
+        if args.neighbour_samples < 0:
+            raise DeepMetaBinError(f"--neighbour-samples must be >= 0 (0 = every neighbour), got {args.neighbour_samples}")
+        opts["neighbour_samples"] = args.neighbour_samples or None
     return TrainConfig(seed=args.seed, threads=_threads(args.threads), device=args.device,
                        **{k: v for k, v in opts.items() if v is not None})
 
