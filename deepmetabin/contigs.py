@@ -73,21 +73,10 @@ class Contigs:
 
         Sequences are upper-cased and U is read as T; GC is the G+C share of the A/C/G/T bases.
         """
-        ids: list[str] = []
-        seqs: list[bytes] = []
+        builder = _Builder()
         for cid, seq in records:
-            ids.append(cid)
-            seqs.append((seq.encode() if isinstance(seq, str) else seq).translate(_UPPER_U_TO_T))
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        gc = np.empty(len(seqs), dtype=np.float32)
-        for i, s in enumerate(seqs):
-            g = s.count(b"G") + s.count(b"C")
-            acgt = g + s.count(b"A") + s.count(b"T")
-            gc[i] = g / acgt if acgt else 0.5
-        buffer = np.frombuffer(b"".join(seqs), dtype=np.uint8)
-        return cls(ids=np.array(ids, dtype=object), lengths=lengths, gc=gc, seq_buffer=buffer, offsets=offsets, source=source)
+            builder.add(cid, seq.encode() if isinstance(seq, str) else seq)
+        return builder.build(source)
 
     def sequence(self, i: int) -> str:
         """The upper-case sequence of contig ``i`` (position in this container)."""
@@ -136,6 +125,34 @@ def _open_text_lines(path: Path) -> io.BufferedReader:
     if magic == b"BAM\x01" or magic[:4] == b"CRAM":
         raise FastaError(f"{path}: is a BAM/CRAM file, not a FASTA; give the assembly with --contigs and BAMs with --bam")
     return open(path, "rb")
+
+
+class _Builder:
+    """Sequences appended one by one into a single growing buffer (upper-cased, U -> T), with their
+    length and GC: the assembly is held once (plus the buffer's growth slack), never as a list of
+    strings and a joined copy."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.lengths: list[int] = []
+        self.gc: list[float] = []
+        self.buffer = bytearray()
+
+    def add(self, cid: str, seq: bytes) -> None:
+        seq = seq.translate(_UPPER_U_TO_T)
+        g = seq.count(b"G") + seq.count(b"C")
+        acgt = g + seq.count(b"A") + seq.count(b"T")
+        self.ids.append(cid)
+        self.lengths.append(len(seq))
+        self.gc.append(g / acgt if acgt else 0.5)
+        self.buffer += seq
+
+    def build(self, source: str) -> "Contigs":
+        lengths = np.array(self.lengths, dtype=np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return Contigs(ids=np.array(self.ids, dtype=object), lengths=lengths, gc=np.array(self.gc, dtype=np.float32),
+                       seq_buffer=np.frombuffer(self.buffer, dtype=np.uint8), offsets=offsets, source=source)
 
 
 def _read_records(path: Path) -> Iterator[tuple[str, int, list[bytes]]]:
@@ -191,8 +208,7 @@ def read_contigs(path: str | os.PathLike[str], min_length: int = 1000) -> Contig
     """
     path = Path(path)
     seen: dict[str, int] = {}
-    ids: list[str] = []
-    seqs: list[bytes] = []
+    builder = _Builder()
     n_records = 0
     longest = 0
     for cid, header_line, chunks in _read_records(path):
@@ -213,14 +229,13 @@ def read_contigs(path: str | os.PathLike[str], min_length: int = 1000) -> Contig
             )
         longest = max(longest, len(seq))
         if len(seq) >= min_length:
-            ids.append(cid)
-            seqs.append(seq)
+            builder.add(cid, seq)
     if n_records == 0:
         raise InputFileError(f"{path}: the FASTA file is empty (no '>' record); give the assembly's contigs FASTA")
-    if not ids:
+    if not builder.ids:
         raise NoContigsError(
             f"{path}: none of its {n_records} contigs is at least {min_length} bp (longest {longest} bp); "
             "lower --min-length or use a better assembly"
         )
-    log.info("%s: %d of %d contigs >= %d bp", path, len(ids), n_records, min_length)
-    return Contigs.from_sequences(zip(ids, seqs), source=str(path))
+    log.info("%s: %d of %d contigs >= %d bp", path, len(builder.ids), n_records, min_length)
+    return builder.build(str(path))

@@ -682,7 +682,7 @@ def sequences_hash(contigs: Contigs) -> str:
     """SHA-256 (hex, first 16) of the contigs' sequences and their boundaries."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(contigs.offsets, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(contigs.seq_buffer).tobytes())
+    h.update(memoryview(np.ascontiguousarray(contigs.seq_buffer)))  # no copy of the assembly
     return h.hexdigest()[:16]
 
 
