@@ -1,6 +1,8 @@
 """TNF: the projection kernel, the numba counter against a plain Python count, invariants."""
 from __future__ import annotations
 
+import os
+
 import itertools
 
 import numpy as np
@@ -109,3 +111,20 @@ def test_project_rows_follow_kernel():
     counts = np.array(list(itertools.islice(itertools.cycle([1, 0, 3, 2]), 256)), dtype=np.uint32)[None]
     f = counts / counts.sum()
     assert np.allclose(project(counts), (f - 1 / 256) @ projection_kernel(), atol=1e-6)
+
+
+def test_numba_threading_layer_does_not_spin_against_torch():
+    """numba's OpenMP layer slowed torch's training 5x in the same process; deepmetabin picks workqueue,
+    unless the user chose a layer."""
+    import subprocess
+    import sys
+
+    code = ("import numba, deepmetabin\nfrom deepmetabin.contigs import Contigs\nfrom deepmetabin.tnf import tnf\n"
+            "tnf(Contigs.from_sequences([('a', 'ACGT' * 500), ('b', 'GGCA' * 400)]), threads=2)\n"
+            "print(numba.threading_layer())")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split()[-1] == "workqueue"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "NUMBA_THREADING_LAYER": "omp"})
+    assert out.stdout.split()[-1] == "omp"
