@@ -117,6 +117,8 @@ def split_contaminated(
     min_contamination: float = 5.0,
     composition: np.ndarray | None = None,
     min_composition_silhouette: float = 0.12,
+    depth: np.ndarray | None = None,
+    min_depth_silhouette: float = 0.5,
     seed: int = 0,
 ) -> np.ndarray:
     """(N,) new labels after splitting contaminated clusters with cannot-links (see module docstring).
@@ -131,6 +133,10 @@ def split_contaminated(
             development data, splitting such a cluster in the latent space gave two mixed halves
             (lower F1, no genome gained), while clusters of two species split cleanly (TNF
             silhouette 0.14-0.49 against -0.01-0.10 for strain mixtures; benchmarks/RESULTS.md).
+        depth: (N, s) depth features (the log-depth block). When given, a cluster whose latent split
+            fails the composition gate (strains of one species) is split again by constrained
+            k-means on its depth profiles alone, and that split is kept if its parts differ in depth:
+            silhouette on ``depth`` >= ``min_depth_silhouette``.
     """
     labels = np.asarray(labels).copy()
     links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
@@ -148,8 +154,17 @@ def split_contaminated(
         if composition is not None and parts.max() > 0:
             sil = silhouette_score(composition[rows], parts, sample_size=min(2000, len(rows)), random_state=seed)
             if sil < min_composition_silhouette:
-                log.info("cluster %s: parts share their composition (TNF silhouette %.3f), not split", b, sil)
-                continue
+                parts = None
+                if depth is not None:
+                    by_depth = constrained_kmeans(depth[rows], 2, local, seed=seed)
+                    sil_d = silhouette_score(depth[rows], by_depth, sample_size=min(2000, len(rows)), random_state=seed) \
+                        if by_depth.max() > 0 else -1.0
+                    if sil_d >= min_depth_silhouette:
+                        log.info("cluster %s: strains told apart by depth (depth silhouette %.3f)", b, sil_d)
+                        parts = by_depth
+                if parts is None:
+                    log.info("cluster %s: parts share their composition (TNF silhouette %.3f), not split", b, sil)
+                    continue
         for p in range(1, parts.max() + 1):
             labels[rows[parts == p]] = next_label
             next_label += 1

@@ -347,6 +347,7 @@ def bins_stage(
     multi_split: str | None = None,
     min_composition_silhouette: float | None = 0.12,
     assign: str = "gmm",
+    min_depth_silhouette: float | None = None,
 ) -> dict[str, Any]:
     """Cluster the latent means into bins and write them; return the manifest.
 
@@ -354,7 +355,9 @@ def bins_stage(
     hit, K = the number of GMVAE components that hold the most probable component of at least 1 %
     of the contigs (a warning is logged). Then: GMM -> split of contaminated clusters with
     cannot-links (``split``; a split is kept only when its parts differ in TNF composition, silhouette
-    >= ``min_composition_silhouette``, None = always keep) -> clusters < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
+    >= ``min_composition_silhouette``, None = always keep; a cluster that fails it is split by depth
+    alone when ``min_depth_silhouette`` is set and its parts' depth silhouette reaches it) -> clusters
+    < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
     ``bins.cami``, ``unbinned.tsv``, ``quality.tsv`` and ``bins/<bin>.fna``.
 
     ``multi_split`` (a separator such as ``"C"``): contig ids are ``<sample><separator>...``; K comes
@@ -418,10 +421,13 @@ def bins_stage(
     if split:
         from .tnf import TNF_DIM
 
-        composition = load_array(run_dir, "features")[:, :TNF_DIM] if min_composition_silhouette is not None else None
+        feats = load_array(run_dir, "features")
+        composition = feats[:, :TNF_DIM] if min_composition_silhouette is not None else None
+        depth = feats[:, TNF_DIM:] if min_depth_silhouette is not None and feats.shape[1] > TNF_DIM else None
         labels = split_contaminated(latent, labels, links, quality, min_completeness=min_completeness,
                                     min_contamination=min_contamination, composition=composition,
-                                    min_composition_silhouette=min_composition_silhouette or 0.0, seed=seed)
+                                    min_composition_silhouette=min_composition_silhouette or 0.0, depth=depth,
+                                    min_depth_silhouette=min_depth_silhouette or 0.0, seed=seed)
     labels = drop_small(labels, contigs.lengths, min_bin_bp)
     binset = BinSet.from_labels(contigs.ids, labels)
     group = None
@@ -445,7 +451,8 @@ def bins_stage(
         run_dir, manifest, "bins",
         params={"k_factor": k_factor, "split": split, "min_completeness": min_completeness,
                 "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed, "multi_split": multi_split,
-                "min_composition_silhouette": min_composition_silhouette, "assign": assign},
+                "min_composition_silhouette": min_composition_silhouette, "assign": assign,
+                "min_depth_silhouette": min_depth_silhouette},
         outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins"},
         seconds=time.perf_counter() - t0,
         extra={"k": k, "k_rule": k_rule, "genomes_estimate": int(estimate), "gmm_clusters": n_clusters,
@@ -474,6 +481,7 @@ class Config:
     min_composition_silhouette: float | None = 0.12  # keep a split only if its parts differ in TNF
     refine: bool = True  # False: train on the unrefined k-NN graph (ablation)
     assign: str = "gmm"  # "posterior": argmax q(y|x) instead of the GMM (ablation)
+    min_depth_silhouette: float | None = None  # split strain mixtures by depth when its parts differ this much
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
         from dataclasses import asdict
@@ -489,7 +497,8 @@ class Config:
             "bins": {"k_factor": self.k_factor, "split": self.split, "min_completeness": self.min_completeness,
                      "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed,
                      "multi_split": self.multi_split, "min_composition_silhouette": self.min_composition_silhouette,
-                     **({} if self.assign == "gmm" else {"assign": self.assign})},
+                     **({} if self.assign == "gmm" else {"assign": self.assign}),
+                     **({} if self.min_depth_silhouette is None else {"min_depth_silhouette": self.min_depth_silhouette})},
         }
 
 
@@ -616,7 +625,7 @@ def run(
                 bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
                            min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
                            multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette,
-                           assign=config.assign)
+                           assign=config.assign, min_depth_silhouette=config.min_depth_silhouette)
             mark(stage)
             note(stage, "done")
     return Run.load(out)

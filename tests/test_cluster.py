@@ -81,3 +81,22 @@ def test_split_kept_only_when_parts_differ_in_composition():
     assert len(set(split)) == 2 and cannot_link_violations(split, links) == 0
     kept = split_contaminated(x, labels, links, quality, composition=strains)
     assert np.array_equal(kept, labels)
+
+
+def test_strain_mixture_split_by_depth_when_depth_profiles_differ():
+    x, genome, links = merged_cluster_with_links()
+    rng = np.random.default_rng(4)
+    labels = np.zeros(len(x), dtype=int)
+    quality = pd.DataFrame({"bin": [0], "completeness": [99.0], "contamination": [95.0]})
+    strains = rng.normal(0, 1, size=(len(x), 10))  # one composition for both genomes
+    latent_noise = rng.normal(0, 1, size=x.shape)  # the latent space did not separate them either
+    depth_apart = np.log(np.where(genome[:, None] == 0, [2.0, 10.0, 1.0], [9.0, 1.0, 4.0])) + rng.normal(0, 0.1, (len(x), 3))
+    depth_same = np.log(np.full((len(x), 3), 5.0)) + rng.normal(0, 0.1, (len(x), 3))
+    split = split_contaminated(latent_noise, labels, links, quality, composition=strains, depth=depth_apart,
+                               min_depth_silhouette=0.5)
+    assert len(set(split)) == 2 and cannot_link_violations(split, links) == 0
+    from sklearn.metrics import adjusted_rand_score
+    assert adjusted_rand_score(genome, split) > 0.9  # the depth split follows the genomes
+    kept = split_contaminated(latent_noise, labels, links, quality, composition=strains, depth=depth_same,
+                              min_depth_silhouette=0.5)
+    assert np.array_equal(kept, labels)  # same depth: a strain mixture stays whole
