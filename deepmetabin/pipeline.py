@@ -347,7 +347,7 @@ def bins_stage(
     multi_split: str | None = None,
     min_composition_silhouette: float | None = 0.12,
     assign: str = "gmm",
-    min_depth_silhouette: float | None = None,
+    min_depth_silhouette: float | None = 0.5,
 ) -> dict[str, Any]:
     """Cluster the latent means into bins and write them; return the manifest.
 
@@ -481,7 +481,9 @@ class Config:
     min_composition_silhouette: float | None = 0.12  # keep a split only if its parts differ in TNF
     refine: bool = True  # False: train on the unrefined k-NN graph (ablation)
     assign: str = "gmm"  # "posterior": argmax q(y|x) instead of the GMM (ablation)
-    min_depth_silhouette: float | None = None  # split strain mixtures by depth when its parts differ this much
+    # a strain mixture (split fails the TNF gate) is split by depth alone when its parts' depth silhouette
+    # reaches this (None = never): medium F1 +0.004, NC 9.0 -> 9.7 over 3 seeds, small unchanged (ABLATION.md)
+    min_depth_silhouette: float | None = 0.5
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
         from dataclasses import asdict
@@ -498,7 +500,7 @@ class Config:
                      "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed,
                      "multi_split": self.multi_split, "min_composition_silhouette": self.min_composition_silhouette,
                      **({} if self.assign == "gmm" else {"assign": self.assign}),
-                     **({} if self.min_depth_silhouette is None else {"min_depth_silhouette": self.min_depth_silhouette})},
+                     "min_depth_silhouette": self.min_depth_silhouette},
         }
 
 
