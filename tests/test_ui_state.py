@@ -314,6 +314,10 @@ def test_training_runs_in_a_thread_stops_and_resumes(run_copy):
     assert first[0] == 0 and 2 <= len(first) < 40 and t.total == 40 and t.device
     assert t.snapshot is not None and t.snapshot[0].shape[1] == 8 and len(t.snapshot[1]) == len(t.snapshot[0])
     assert Run.load(run_copy).done("train")
+    # the bins follow the new latent space: clustered again from it, with the run's settings
+    bins = Run.load(run_copy).manifest["stages"]["bins"]
+    assert bins["finished"] >= Run.load(run_copy).manifest["stages"]["train"]["finished"]
+    assert "bins re-clustered" in t.message and f"{bins['n_bins']} bins" in t.message
     t.start(resume=True)  # continues from the checkpoint written when it stopped
     _train_until(t, 1)
     assert t.status == "done"

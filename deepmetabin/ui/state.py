@@ -457,7 +457,9 @@ class TrainingState(param.Parameterized):
 
     ``pipeline.train_stage`` runs with ``resume`` (continue from ``train.ckpt``) or afresh, with a
     callback that puts each :class:`~deepmetabin.train.EpochEvent` on a queue and ``stop=`` polling
-    a flag. When it ends the run folder holds the new model and latent means.
+    a flag. When it ends the run folder holds the new model and latent means, and the bins are
+    clustered again from them with the run's bins settings (``pipeline.bins_stage``), so the run's
+    bins always follow its latent space; a session shows them after a reload.
     """
 
     epochs = param.Integer(default=0, bounds=(0, None), doc="epochs to train (0: the run's setting)")
@@ -469,6 +471,7 @@ class TrainingState(param.Parameterized):
     status = param.String(default="idle")
     losses = param.DataFrame(default=pd.DataFrame(columns=["epoch", "loss", "rec", "kl_z", "kl_y", "neighbour", "val_rec"]))
     snapshot = param.Parameter(default=None, doc="(latent (n, d), components (n,)) of the last epoch")
+    message = param.String(default="", doc="what the last finished training changed in the run")
 
     def __init__(self, data: RunData, **params):
         super().__init__(**params)
@@ -506,13 +509,30 @@ class TrainingState(param.Parameterized):
         def work() -> None:
             try:
                 train_stage(self.data.path, cfg, resume=resume, callbacks=[self.queue.put], stop=self._stop.is_set)
-                self.queue.put(("done", None))
+                self.queue.put(("phase", "clustering the new latent space into bins"))
+                self.queue.put(("done", self._recluster()))
             except Exception as exc:  # noqa: BLE001 (shown in the app, not raised in a thread)
                 log.exception("training failed")
                 self.queue.put(("error", str(exc)))
 
         self._thread = threading.Thread(target=work, name="deepmetabin-train", daemon=True)
         self._thread.start()
+
+    def _recluster(self) -> str:
+        """Run the bins stage again with the run's recorded settings; a line saying what it made."""
+        import inspect
+
+        from ..manifest import load_manifest
+        from ..pipeline import bins_stage
+
+        stages = load_manifest(self.data.path)["stages"]
+        if stages.get("markers", {}).get("status") != "done":
+            return "model trained; no markers stage in this run, bins not re-clustered"
+        known = inspect.signature(bins_stage).parameters
+        params = {k: v for k, v in stages.get("bins", {}).get("params", {}).items() if k in known}
+        m = bins_stage(self.data.path, **params)["stages"]["bins"]
+        return (f"model trained; bins re-clustered: {m.get('n_bins')} bins, {m.get('high')} high quality — "
+                "reload the page to curate them")
 
     def stop(self) -> None:
         """Ask the worker to stop after the current epoch (a checkpoint is written; resume continues)."""
@@ -535,8 +555,12 @@ class TrainingState(param.Parameterized):
             n += 1
             if isinstance(ev, tuple):
                 kind, detail = ev
+                if kind == "phase":
+                    self.status = detail
+                    continue
                 self.running = False
                 self.status = "done" if kind == "done" else f"error: {detail}"
+                self.message = detail if kind == "done" and detail else ""
                 continue
             rows.append({"epoch": ev.epoch, **ev.losses})
             self._seen += 1

@@ -359,12 +359,13 @@ def training_view(state: TrainingState, *, period_ms: int = 500) -> pn.viewable.
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         pn.state.add_periodic_callback(state.drain, period=period_ms)
 
-    def status(status, epoch, total, device, eta):
-        note = "  \nthe run folder now holds the new model: reload the app to see it" if status == "done" else ""
+    def status(status, epoch, total, device, eta, message):
+        note = f"  \n{message}" if status == "done" and message else ""
         return pn.pane.Markdown(f"**{status}** — epoch {epoch}/{total} on `{device or '?'}`, ETA {eta or '?'}{note}")
 
     p = state.param
-    return pn.Column(pn.Row(epochs, start, resume, stop), pn.bind(status, p.status, p.epoch, p.total, p.device, p.eta),
+    return pn.Column(pn.Row(epochs, start, resume, stop),
+                     pn.bind(status, p.status, p.epoch, p.total, p.device, p.eta, p.message),
                      pn.Row(pn.pane.HoloViews(pn.bind(loss_plot, p.losses)), pn.pane.HoloViews(pn.bind(snapshot_plot, p.snapshot))),
                      name="Training")
 
