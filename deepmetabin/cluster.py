@@ -41,7 +41,9 @@ def gmm(latent: np.ndarray, k: int, *, seed: int = 0, max_fit: int = 200_000, ma
     fit_rows = latent if n <= max_fit else latent[rng.choice(n, size=max_fit, replace=False)]
     model = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, max_iter=max_iter, random_state=seed, init_params="k-means++")
     model.fit(fit_rows)
-    return model.predict(latent).astype(np.int64)
+    # assigned in chunks: sklearn holds (rows x k) float64 matrices per call (300k x 245 = 0.6 GB each)
+    step = 50_000
+    return np.concatenate([model.predict(latent[i:i + step]) for i in range(0, n, step)]).astype(np.int64)
 
 
 def _assign_with_cannot_links(cost: np.ndarray, pairs: np.ndarray) -> np.ndarray | None:
