@@ -356,7 +356,8 @@ def bins_stage(
     of the contigs (a warning is logged). Then: GMM -> split of contaminated clusters with
     cannot-links (``split``; a split is kept only when its parts differ in TNF composition, silhouette
     >= ``min_composition_silhouette``, None = always keep; a cluster that fails it is split by depth
-    alone when ``min_depth_silhouette`` is set and its parts' depth silhouette reaches it) -> clusters
+    alone when ``min_depth_silhouette`` is set, there are >= 2 samples and its parts' depth silhouette
+    reaches it) -> clusters
     < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
     ``bins.cami``, ``unbinned.tsv``, ``quality.tsv`` and ``bins/<bin>.fna``.
 
@@ -423,7 +424,9 @@ def bins_stage(
 
         feats = load_array(run_dir, "features")
         composition = feats[:, :TNF_DIM] if min_composition_silhouette is not None else None
-        depth = feats[:, TNF_DIM:] if min_depth_silhouette is not None and feats.shape[1] > TNF_DIM else None
+        # two samples at least: in one dimension, halving a single genome's depth noise already scores a
+        # silhouette near 0.5, so one column cannot tell strains from noise
+        depth = feats[:, TNF_DIM:] if min_depth_silhouette is not None and feats.shape[1] - TNF_DIM >= 2 else None
         labels = split_contaminated(latent, labels, links, quality, min_completeness=min_completeness,
                                     min_contamination=min_contamination, composition=composition,
                                     min_composition_silhouette=min_composition_silhouette or 0.0, depth=depth,
