@@ -27,6 +27,11 @@ def _time(fn, repeat: int = 1) -> float:
     return statistics.median(out)
 
 
+def timings_table(title: str, rows: list[tuple[str, float]]) -> str:
+    """A Markdown table of (operation, seconds) rows under the header ``title``."""
+    return "\n".join([f"| {title} | seconds |", "|---|---|", *(f"| {name} | {sec:.3f} |" for name, sec in rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", nargs="?", default="runs/demo")
@@ -54,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("apply split + undo", _time(lambda: (state.apply("split"), state.undo()), args.repeat)))
         state.apply("split")
         rows.append(("export (FASTA, tsv, CAMI, quality)", _time(lambda: state.export("bench"))))
-    n = len(data.ids)
-    print(f"| operation ({n} contigs, {Path(args.run).name}) | seconds |\n|---|---|")
-    for name, sec in rows:
-        print(f"| {name} | {sec:.3f} |")
+    print(timings_table(f"operation ({len(data.ids)} contigs, {Path(args.run).name})", rows))
     return 0
 
 

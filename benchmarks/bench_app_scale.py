@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_app import timings_table  # noqa: E402
+
 
 def _copy_run(src: Path, dst: Path) -> None:
     """Small files copied, big arrays hard- or sym-linked (read-only use), no exports/curation."""
@@ -104,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                             y_range=(float(start[1]), float(start[1] + width[1])))
                 times.append(time.perf_counter() - t)
             rows.append((f"re-render after pan/zoom: {label} ({len(streams)} range streams)", statistics.median(times)))
-    print(f"| operation ({n:,} contigs, {edges:,} refined edges; {args.run.name}) | seconds |\n|---|---|")
-    for name, sec in rows:
-        print(f"| {name} | {sec:.3f} |")
+    print(timings_table(f"operation ({n:,} contigs, {edges:,} refined edges; {args.run.name})", rows))
     return 0
 
 

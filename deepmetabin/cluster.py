@@ -109,6 +109,13 @@ def constrained_kmeans(x: np.ndarray, k: int, pairs: np.ndarray, *, seed: int = 
     return labels.astype(np.int64)
 
 
+def _silhouette(x: np.ndarray, parts: np.ndarray, seed: int) -> float:
+    """Silhouette of ``parts`` on the rows ``x`` (on a seeded sample of <= 2,000 rows); -1 for one part."""
+    if parts.max() == 0:
+        return -1.0
+    return float(silhouette_score(x, parts, sample_size=min(2000, len(x)), random_state=seed))
+
+
 def split_contaminated(
     latent: np.ndarray,
     labels: np.ndarray,
@@ -154,13 +161,12 @@ def split_contaminated(
         # links c contigs pairwise, so K ends >= the largest copy number of any marker here)
         parts = constrained_kmeans(latent[rows], 2, local, seed=seed)
         if composition is not None and parts.max() > 0:
-            sil = silhouette_score(composition[rows], parts, sample_size=min(2000, len(rows)), random_state=seed)
+            sil = _silhouette(composition[rows], parts, seed)
             if sil < min_composition_silhouette:
                 parts = None
                 if depth is not None:
                     by_depth = constrained_kmeans(depth[rows], 2, local, seed=seed)
-                    sil_d = silhouette_score(depth[rows], by_depth, sample_size=min(2000, len(rows)), random_state=seed) \
-                        if by_depth.max() > 0 else -1.0
+                    sil_d = _silhouette(depth[rows], by_depth, seed)
                     if sil_d >= min_depth_silhouette:
                         log.info("cluster %s: strains told apart by depth (depth silhouette %.3f)", b, sil_d)
                         parts = by_depth
