@@ -338,7 +338,7 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
     _add_scheduler(p, "depth per BAM, TNF and marker genes per chunk of contigs (training stays here)")
 
 
-_UNITS = {"depth": "bam", "tnf": "bp", "graph": "contig", "markers": "bp"}  # what each stage's progress counts
+_UNITS = {"depth": "bam", "tnf": "bp", "graph": "contig", "markers": "bp", "bins": "EM step"}  # what each stage's progress counts
 
 
 def _run_bin(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 contaminated clusters, then small clusters written as unbinned.
 
 * :func:`gmm` fits a full-covariance Gaussian mixture with ``k`` components to the (N, d) latent
-  means (on a random sample of at most ``max_fit`` rows for large N, then predicts all rows).
+  means (on a random sample of at most ``max_fit`` rows for large N, then predicts all rows); EM in
+  torch over row chunks, so memory stays O(chunk x K) and a GPU is used when present.
 * :func:`split_contaminated` re-clusters each cluster whose marker-based completeness is above
   ``min_completeness`` and contamination at least ``min_contamination`` (the seed's rule: > 90 %
   and >= 5 %) into K parts (the fewest parts, from 2 up, that can satisfy every cannot-link: at least
@@ -17,33 +18,136 @@ contaminated clusters, then small clusters written as unbinned.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, milp
 from sklearn.metrics import silhouette_score
-from sklearn.mixture import GaussianMixture
 
 log = logging.getLogger(__name__)
 
 
-def gmm(latent: np.ndarray, k: int, *, seed: int = 0, max_fit: int = 200_000, max_iter: int = 200) -> np.ndarray:
+def _device(device: str | None) -> "torch.device":
+    import torch
+
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+class _Mixture:
+    """A full-covariance Gaussian mixture held as torch tensors (weights (K,), means (K, d), the
+    Cholesky factors of the precisions (d, K*d), as sklearn's ``precisions_cholesky_``)."""
+
+    def __init__(self, weights, means, covariances, reg_covar: float) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        k, d = means.shape
+        cov = covariances.double() + reg_covar * torch.eye(d, dtype=torch.float64, device=means.device)
+        chol = torch.linalg.cholesky(cov)  # (K, d, d) lower, cov = L L^T
+        eye = torch.eye(d, dtype=torch.float64, device=means.device).expand(k, d, d)
+        prec_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(1, 2)  # (K, d, d): P with P P^T = cov^-1
+        self.k, self.d = k, d
+        self.log_weights = torch.log(weights.double().clamp_min(1e-300)).float()
+        # log N(x | mu_k, cov_k) = -d/2 log 2pi + log det P_k - |x P_k - mu_k P_k|^2 / 2
+        self.log_norm = (-0.5 * d * np.log(2 * np.pi) + torch.log(torch.diagonal(prec_chol, dim1=1, dim2=2)).sum(1)).float()
+        self.proj = prec_chol.permute(1, 0, 2).reshape(d, k * d).float()  # x @ proj = [x P_1 | ... | x P_K]
+        self.shift = torch.einsum("kd,kde->ke", means.double(), prec_chol).float()  # (K, d) mu_k P_k
+
+    def weighted_log_prob(self, x):  # type: ignore[no-untyped-def]
+        """(c, K) log w_k + log N(x_i | mu_k, cov_k) for the rows of the (c, d) float32 tensor ``x``."""
+        import torch
+
+        y = torch.addmm(self.shift.view(1, -1), x, self.proj, beta=-1).square_()  # (c, K*d): (x P_k - mu_k P_k)^2
+        return self.log_weights + self.log_norm - 0.5 * y.view(len(x), self.k, self.d).sum(-1)
+
+
+def _chunk_rows(k: int, d: int, device: "torch.device") -> int:
+    """Rows per chunk: the (rows, K*d) float32 intermediate of an E-step is kept within the CPU's cache
+    (~4 MB; 5x faster than 64 MB chunks at K=100, d=32) or at ~256 MB on a GPU."""
+    budget = 1 << 26 if device.type == "cuda" else 1 << 20
+    return int(max(64, budget // max(1, k * d)))
+
+
+def _m_step(x, resp_of_chunk, k: int, reg_covar: float):  # type: ignore[no-untyped-def]
+    """Weights (K,), means (K, d) and covariances (K, d, d) from responsibilities, accumulated over
+    row chunks in float64: ``resp_of_chunk(i, xc)`` gives the (c, K) responsibilities of chunk ``xc``."""
+    import torch
+
+    n, d = x.shape
+    nk = torch.zeros(k, dtype=torch.float64, device=x.device)
+    sx = torch.zeros(k, d, dtype=torch.float64, device=x.device)
+    sxx = torch.zeros(k, d * d, dtype=torch.float64, device=x.device)
+    step = _chunk_rows(k, d, x.device)
+    for i in range(0, n, step):
+        xc = x[i:i + step]
+        r = resp_of_chunk(i, xc)
+        nk += r.sum(0).double()
+        sx += (r.T @ xc).double()
+        sxx += (r.T @ (xc[:, :, None] * xc[:, None, :]).reshape(len(xc), d * d)).double()
+    nk = nk + 10 * torch.finfo(torch.float32).eps
+    means = sx / nk[:, None]
+    cov = sxx.view(k, d, d) / nk[:, None, None] - means[:, :, None] * means[:, None, :]
+    cov = 0.5 * (cov + cov.transpose(1, 2))
+    return nk / nk.sum(), means, cov
+
+
+def gmm(latent: np.ndarray, k: int, *, seed: int = 0, max_fit: int = 200_000, max_iter: int = 200, tol: float = 1e-3,
+        reg_covar: float = 1e-4, device: str | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(N,) int labels in [0, k) from a full-covariance Gaussian mixture on the (N, d) ``latent``.
 
     ``k`` is capped at N; with N > ``max_fit`` the mixture is fitted on a seeded sample of
-    ``max_fit`` rows and then assigns every row.
+    ``max_fit`` rows and then assigns every row. EM as scikit-learn's ``GaussianMixture``
+    (k-means++ seeds, each row first given to its nearest seed; ``reg_covar`` added to every
+    covariance; stops when the mean log-likelihood per row changes by < ``tol``), in torch: float32
+    matrix products over row chunks with float64 sums, so memory is O(chunk x K x d + K x d^2)
+    (never N x K), all threads are used, and a GPU when present (``device``: None = cuda if
+    available). ``progress(iteration, max_iter)`` after each EM step.
     """
-    latent = np.asarray(latent, dtype=np.float64)
-    n = len(latent)
+    import torch
+    from sklearn.cluster import kmeans_plusplus
+
+    latent = np.asarray(latent, dtype=np.float32)
+    n, d = latent.shape
     k = int(max(1, min(k, n)))
     rng = np.random.default_rng(seed)
-    fit_rows = latent if n <= max_fit else latent[rng.choice(n, size=max_fit, replace=False)]
-    model = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, max_iter=max_iter, random_state=seed, init_params="k-means++")
-    model.fit(fit_rows)
-    # assigned in chunks: sklearn holds (rows x k) float64 matrices per call (300k x 245 = 0.6 GB each)
-    step = 50_000
-    return np.concatenate([model.predict(latent[i:i + step]) for i in range(0, n, step)]).astype(np.int64)
+    fit_rows = latent if n <= max_fit else latent[np.sort(rng.choice(n, size=max_fit, replace=False))]
+    offset = fit_rows.mean(0)  # centred: the float32 second moments then lose no precision
+    dev = _device(device)
+    x = torch.from_numpy(fit_rows - offset).to(dev)
+    seeds, _ = kmeans_plusplus(fit_rows - offset, k, random_state=seed)
+    seeds_t = torch.from_numpy(np.ascontiguousarray(seeds, dtype=np.float32)).to(dev)
+
+    def nearest_seed(_i: int, xc):  # type: ignore[no-untyped-def]
+        return torch.nn.functional.one_hot(torch.cdist(xc, seeds_t).argmin(1), k).float()
+
+    mixture = _Mixture(*_m_step(x, nearest_seed, k, reg_covar), reg_covar)
+    lower = -np.inf
+    for it in range(1, max_iter + 1):
+        total = [0.0]
+
+        def posterior(_i: int, xc):  # type: ignore[no-untyped-def]
+            wlp = mixture.weighted_log_prob(xc)
+            norm = torch.logsumexp(wlp, 1, keepdim=True)
+            total[0] += float(norm.double().sum())
+            return torch.exp(wlp - norm)
+
+        weights, means, cov = _m_step(x, posterior, k, reg_covar)
+        mixture = _Mixture(weights, means, cov, reg_covar)
+        if progress is not None:
+            progress(it, max_iter)
+        change, lower = total[0] / len(x) - lower, total[0] / len(x)
+        if abs(change) < tol:
+            break
+    else:
+        log.warning("GMM (K=%d) did not converge in %d EM steps; using the last one", k, max_iter)
+    log.info("GMM: K=%d on %d rows, %d EM steps, mean log-likelihood %.4f", k, len(x), it, lower)
+    step = _chunk_rows(k, d, dev)
+    out = np.empty(n, dtype=np.int64)
+    for i in range(0, n, step):
+        xc = torch.from_numpy(latent[i:i + step] - offset).to(dev)
+        out[i:i + step] = mixture.weighted_log_prob(xc).argmax(1).cpu().numpy()
+    return out
 
 
 def _assign_with_cannot_links(cost: np.ndarray, pairs: np.ndarray) -> np.ndarray | None:

@@ -348,6 +348,8 @@ def bins_stage(
     min_composition_silhouette: float | None = 0.12,
     assign: str = "gmm",
     min_depth_silhouette: float | None = 0.5,
+    progress: Progress | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Cluster the latent means into bins and write them; return the manifest.
 
@@ -368,6 +370,9 @@ def bins_stage(
 
     ``assign="posterior"`` (for ablations) replaces the GMM by the GMVAE's own most probable
     component argmax q(y|x) (K is then the model's component count, not the marker estimate).
+
+    ``progress(step, max_steps)`` after each EM step of the GMM; ``device``: where the GMM runs
+    ("auto" = CUDA when present).
     """
     if assign not in ("gmm", "posterior"):
         raise ValueError(f"assign must be 'gmm' or 'posterior', got {assign!r}")
@@ -404,7 +409,9 @@ def bins_stage(
         k, k_rule = max(1, int((share >= 0.01).sum())), "no marker genes found: GMVAE components holding >= 1% of contigs"
         log.warning("%s: no single-copy marker gene found; K = %d (%s)", run_dir, k, k_rule)
     if assign == "gmm":
-        labels = gmm(latent, k, seed=seed)
+        from .train import pick_device
+
+        labels = gmm(latent, k, seed=seed, progress=progress, device=str(pick_device(device)))
     else:
         from .train import Trained
 
@@ -630,7 +637,8 @@ def run(
                 bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
                            min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
                            multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette,
-                           assign=config.assign, min_depth_silhouette=config.min_depth_silhouette)
+                           assign=config.assign, min_depth_silhouette=config.min_depth_silhouette, progress=prog("bins"),
+                           device=device)
             mark(stage)
             note(stage, "done")
     return Run.load(out)
