@@ -329,6 +329,8 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-length", type=int, default=1000, help="minimum contig length in bp (default 1000)")
     p.add_argument("--min-bin-size", type=int, default=200_000, help="bins below this many bp are written as unbinned (default 200000)")
     p.add_argument("--no-split", action="store_true", help="skip the constrained k-means split of contaminated clusters")
+    p.add_argument("--no-map", action="store_true",
+                   help="skip the last stage, the 2-D UMAP map of the latent means for the app (the app then makes it when opened)")
     p.add_argument("--multi-split", action="store_true",
                    help="multi-sample mode: ids are <sample><separator>..., bins are split per sample (see `deepmetabin concat`)")
     p.add_argument("--sample-separator", default="C", help="separator after the sample name in contig ids (default C)")
@@ -338,7 +340,7 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
     _add_scheduler(p, "depth per BAM, TNF and marker genes per chunk of contigs (training stays here)")
 
 
-_UNITS = {"depth": "bam", "tnf": "bp", "graph": "contig", "markers": "bp", "bins": "EM step"}  # what each stage's progress counts
+_UNITS = {"depth": "bam", "tnf": "bp", "graph": "contig", "markers": "bp", "bins": "EM step", "map": "contig"}  # what each stage's progress counts
 
 
 def _run_bin(args: argparse.Namespace) -> int:
@@ -348,7 +350,7 @@ def _run_bin(args: argparse.Namespace) -> int:
 
     threads = _threads(args.threads)
     config = Config(min_length=args.min_length, min_bin_bp=args.min_bin_size, split=not args.no_split, seed=args.seed,
-                    threads=threads, train=_train_config(args), multi_split=args.sample_separator if args.multi_split else None)
+                    threads=threads, train=_train_config(args), multi_split=args.sample_separator if args.multi_split else None, map=not args.no_map)
     times: dict[str, float] = {}
     started: dict[str, float] = {}
 

@@ -18,13 +18,16 @@ contaminated clusters, then small clusters written as unbinned.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, milp
 from sklearn.metrics import silhouette_score
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 

@@ -127,6 +127,26 @@ def _open_text_lines(path: Path) -> io.BufferedReader:
     return open(path, "rb")
 
 
+@dataclass(frozen=True, eq=False)
+class ContigTable:
+    """Ids, lengths and GC of contigs without their sequences: what bin statistics need
+    (:func:`deepmetabin.quality.bin_quality`), read from a run's ``contigs.parquet`` in a fraction of
+    the time the FASTA takes. ``ids`` (N,) object, ``lengths`` (N,) int64 bp, ``gc`` (N,) float32."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    gc: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "ContigTable":
+        """From a frame with ``contig``, ``length`` and ``gc`` columns (a run's ``contigs.parquet``)."""
+        return cls(frame["contig"].astype(str).to_numpy(object), frame["length"].to_numpy(np.int64),
+                   frame["gc"].to_numpy(np.float32))
+
+
 class _Builder:
     """Sequences appended one by one into a single growing buffer (upper-cased, U -> T), with their
     length and GC: the assembly is held once (plus the buffer's growth slack), never as a list of

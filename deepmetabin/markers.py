@@ -55,7 +55,7 @@ import pandas as pd
 
 from ._io import write_bytes
 from ._parallel import Scheduler, cluster_threads, dask_client
-from .contigs import Contigs
+from .contigs import Contigs, ContigTable
 from .errors import MarkerDataError
 
 if TYPE_CHECKING:
@@ -812,13 +812,13 @@ def estimate_genomes(hits: pd.DataFrame) -> int:
     return int(counts[len(counts) // 2]) if len(counts) else 0
 
 
-def contig_rows(hits: pd.DataFrame, contigs: Contigs | Sequence[str]) -> np.ndarray:
+def contig_rows(hits: pd.DataFrame, contigs: Contigs | ContigTable | Sequence[str]) -> np.ndarray:
     """(H,) int64 row in ``contigs`` of each hit's contig.
 
     Raises:
         ValueError: a hit names a contig that is not in ``contigs``.
     """
-    ids = contigs.ids if isinstance(contigs, Contigs) else np.asarray(contigs, dtype=object)
+    ids = contigs.ids if isinstance(contigs, (Contigs, ContigTable)) else np.asarray(contigs, dtype=object)
     index = pd.Index(ids.astype(str))
     rows = index.get_indexer(hits["contig"].astype(str))
     if (rows < 0).any():

@@ -290,7 +290,8 @@ def train_stage(
     restart_on_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Train the GMVAE on the run's features and refined graph; write ``model.pt``, ``latent.npy``
-    (N x d float32 latent means) and ``history.parquet`` (one row per epoch); return the manifest.
+    (N x d float32 latent means), ``components.npy`` ((N,) int32 most probable GMVAE component) and
+    ``history.parquet`` (one row per epoch); return the manifest.
 
     A checkpoint ``train.ckpt`` is written every ``config.checkpoint_every`` epochs; with ``resume``
     a killed run continues from it (same settings, features and graph required; otherwise an error,
@@ -308,7 +309,9 @@ def train_stage(
                     ids_hash=manifest["ids_hash"], stop=stop,
                     restart_on_mismatch=restart_on_mismatch)
     trained.save(run / "model.pt")
-    save_npy(run / "latent.npy", trained.transform(x))
+    latent, proba = trained.encode(x)
+    save_npy(run / "latent.npy", latent)
+    save_npy(run / "components.npy", proba.argmax(1).astype(np.int32))  # most probable GMVAE component (the app's colouring)
     save_parquet(run / "history.parquet", trained.history, metadata={"ids_hash": manifest["ids_hash"]})
     from dataclasses import asdict
 
@@ -316,7 +319,7 @@ def train_stage(
     return record_stage(
         run_dir, manifest, "train",
         params=json_safe(asdict(config)),
-        outputs={"model": "model.pt", "latent": "latent.npy", "history": "history.parquet"},
+        outputs={"model": "model.pt", "latent": "latent.npy", "components": "components.npy", "history": "history.parquet"},
         seconds=time.perf_counter() - t0,
         extra={"epochs_run": int(len(trained.history)), "best_epoch": int(trained.best_epoch), "device": trained.device,
                "bandwidth": float(trained.extra["bandwidth"])},
@@ -472,6 +475,23 @@ def bins_stage(
     )
 
 
+# ------------------------------------------------------------------------------------ 2-D map
+def map_stage(run_dir: str | os.PathLike[str], *, seed: int = 0, max_fit: int = 100_000,
+              progress: Progress | None = None) -> dict[str, Any]:
+    """Add ``umap.npy`` ((N, 2) float32 UMAP of the latent means, :mod:`deepmetabin.embedding`) and
+    ``umap.json`` to a trained run: the app's latent map and graph layout, made once here so the app
+    opens the run at once. ``progress(contigs_placed, N)``."""
+    from .embedding import umap_coords
+
+    t0 = time.perf_counter()
+    manifest = require_stage(run_dir, "train", "deepmetabin train --run DIR")
+    latent = np.load(Path(run_dir) / "latent.npy")
+    umap_coords(run_dir, latent, manifest["ids_hash"], seed=seed, max_fit=max_fit, progress=progress)
+    return record_stage(run_dir, load_manifest(run_dir), "map", params={"seed": seed, "max_fit": max_fit, "n_neighbors": 15},
+                        outputs={"umap": "umap.npy", "key": "umap.json"}, seconds=time.perf_counter() - t0,
+                        extra={"fitted_on": int(min(max_fit, len(latent)))})
+
+
 # ------------------------------------------------------------------------------ whole pipeline
 @dataclass
 class Config:
@@ -494,6 +514,7 @@ class Config:
     # a strain mixture (split fails the TNF gate) is split by depth alone when its parts' depth silhouette
     # reaches this (None = never): medium F1 +0.004, NC 9.0 -> 9.7 over 3 seeds, small unchanged (ABLATION.md)
     min_depth_silhouette: float | None = 0.5
+    map: bool = True  # the app's 2-D UMAP of the latent means, as the last stage (False: the app makes it)
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
         from dataclasses import asdict
@@ -511,11 +532,13 @@ class Config:
                      "multi_split": self.multi_split, "min_composition_silhouette": self.min_composition_silhouette,
                      **({} if self.assign == "gmm" else {"assign": self.assign}),
                      "min_depth_silhouette": self.min_depth_silhouette},
+            "map": {"seed": self.seed, "max_fit": 100_000, "n_neighbors": 15},
         }
 
 
-STAGES = ("features", "graph", "markers", "train", "bins")
-_UPSTREAM = {"features": (), "graph": ("features",), "markers": ("features",), "train": ("graph",), "bins": ("train", "markers")}
+STAGES = ("features", "graph", "markers", "train", "bins", "map")
+_UPSTREAM = {"features": (), "graph": ("features",), "markers": ("features",), "train": ("graph",), "bins": ("train", "markers"),
+             "map": ("train",)}
 
 
 def _inputs_signature(contigs: str | os.PathLike[str], bams: Sequence[str | os.PathLike[str]] | None,
@@ -617,6 +640,8 @@ def run(
     tc = replace(config.train or TrainConfig(seed=config.seed), device=device, threads=config.threads)
     with thread_limits(config.threads):  # BLAS, numba and torch pools of every stage
         for stage in STAGES:
+            if stage == "map" and not config.map:
+                continue
             if not needed(stage):
                 note(stage, "skip")
                 continue
@@ -633,12 +658,14 @@ def run(
             elif stage == "train":
                 # a checkpoint continues only the same training (a killed run); new inputs or settings start over
                 train_stage(out, tc, resume=True, callbacks=train_callbacks, restart_on_mismatch=True)
-            else:
+            elif stage == "bins":
                 bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
                            min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
                            multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette,
                            assign=config.assign, min_depth_silhouette=config.min_depth_silhouette, progress=prog("bins"),
                            device=device)
+            else:
+                map_stage(out, seed=config.seed, max_fit=requests["map"]["max_fit"], progress=prog("map"))
             mark(stage)
             note(stage, "done")
     return Run.load(out)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .contigs import Contigs
+from .contigs import Contigs, ContigTable
 from .markers import collocated_sets, contig_rows, count_copies
 
 QUALITY_COLUMNS = ["bin", "completeness", "contamination", "n_contigs", "bp", "N50", "GC", "tier"]
@@ -68,7 +68,7 @@ def _bin_labels(labels: np.ndarray | pd.Series | list, n: int) -> pd.Series:
 def bin_quality(
     labels: np.ndarray | pd.Series | list,
     hits: pd.DataFrame,
-    contigs: Contigs,
+    contigs: Contigs | ContigTable,
     *,
     marker_set: str = "checkm_bacteria",
 ) -> pd.DataFrame:
@@ -78,7 +78,8 @@ def bin_quality(
         labels: (N,) bin label per contig row of ``contigs`` (ints or strings); ``-1``, ``None`` or NaN =
             unbinned (not reported).
         hits: marker hits of ``marker_set`` on these contigs (:func:`deepmetabin.markers.find_markers`).
-        contigs: the contigs the labels refer to.
+        contigs: the contigs the labels refer to (their sequences are not read: a
+            :class:`~deepmetabin.contigs.ContigTable` does).
         marker_set: the set ``hits`` come from; its collocated sets weigh the markers.
 
     Returns:

@@ -131,6 +131,10 @@ class Trained:
             probs.append(enc["prob"].cpu().numpy())
         return np.concatenate(mus).astype(np.float32), np.concatenate(probs).astype(np.float32)
 
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) features -> ((N, d) float32 latent means, (N, K) float32 q(y|x)) in one pass."""
+        return self._encode_all(np.asarray(x, np.float32))
+
     def transform(self, x: np.ndarray) -> np.ndarray:
         """(N, D) features -> (N, d) float32 latent means (z mean given the q(y|x) probabilities)."""
         return self._encode_all(np.asarray(x, np.float32))[0]

@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepmetabin.cli import main
@@ -41,7 +41,15 @@ def test_bin_end_to_end_then_reuse_and_partial_rerun(tmp_path, inputs, capsys):
     summary = capsys.readouterr().out
     assert "bins:" in summary and "peak RAM" in summary
     r = Run.load(out)
-    assert all(r.done(s) for s in ("features", "graph", "markers", "train", "bins"))
+    assert all(r.done(s) for s in ("features", "graph", "markers", "train", "bins", "map"))
+    # the app's map is made by the run (the app then opens it without computing anything)
+    from deepmetabin.ui.state import RunData
+
+    xy = np.load(out / "umap.npy")
+    assert xy.shape == (r.manifest["n_contigs"], 2) and np.isfinite(xy).all()
+    assert np.array_equal(np.load(out / "components.npy"), RunData(out).components)
+    umap_mtime = (out / "umap.npy").stat().st_mtime_ns
+    assert np.array_equal(RunData(out).umap, xy) and (out / "umap.npy").stat().st_mtime_ns == umap_mtime
     s = score(read_binning(out / "bins.tsv"), read_binning(truth, kind="truth"))
     assert s.f1 > 0.95 and s.nc == 2, s
     q = r.quality
@@ -56,13 +64,13 @@ def test_bin_end_to_end_then_reuse_and_partial_rerun(tmp_path, inputs, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
     assert _bin(out, depth, "--resume") == 0
     err = capsys.readouterr().err
-    assert err.count("unchanged, reused") == 5
+    assert err.count("unchanged, reused") == 6
     assert before == {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
 
     # a bins-only option reruns the bins stage alone
     assert _bin(out, depth, "--resume", "--min-bin-size", "3000000") == 0
     err = capsys.readouterr().err
-    assert err.count("unchanged, reused") == 4 and "[bins] done" in err
+    assert err.count("unchanged, reused") == 5 and "[bins] done" in err
     assert (out / "model.pt").stat().st_mtime_ns == before["model.pt"]
     assert len(read_binning(out / "bins.tsv")) == 0 or read_binning(out / "bins.tsv")["bin"].nunique() <= 1
 

@@ -59,7 +59,8 @@ def _big_bin(state) -> str:
 
 
 def test_umap_is_cached_and_checked(run_copy):
-    from deepmetabin.ui.state import RunData, umap_coords
+    from deepmetabin.embedding import umap_coords
+    from deepmetabin.ui.state import RunData
 
     d = RunData(run_copy)
     xy = d.umap
@@ -220,6 +221,27 @@ def test_export_writes_every_format_inside_the_run(state, run_copy):
     assert n_fasta == len(bins)
 
 
+def test_a_failed_export_leaves_the_previous_one_whole(state, run_copy, monkeypatch):
+    first = state.export("kept")
+    before = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    n_binned = read_binning(first / "bins.tsv").shape[0]
+    state.select_rows(state.binset.members(_big_bin(state))[:3])
+    state.apply("unbin")
+
+    def broken(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(state.binset, "write_cami", broken)
+    with pytest.raises(OSError, match="disk full"):
+        state.export("kept")
+    assert {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
+    assert [p.name for p in first.parent.iterdir()] == ["kept"]  # no partial folder left beside it
+    monkeypatch.undo()
+    again = state.export("kept")  # a good export replaces the old one
+    assert again == first and read_binning(again / "bins.tsv").shape[0] == n_binned - 3
+    assert BinSet.load_edits(again / "curation.json") == state.binset.edits
+
+
 @pytest.mark.parametrize("name", ["../escape", "../../etc", "/abs/path", "a/../../b", "..", "....", "x\\..\\y", "~/home"])
 def test_export_names_never_leave_the_run(state, run_copy, name):
     from deepmetabin.ui.state import ExportError
@@ -322,3 +344,23 @@ def test_training_runs_in_a_thread_stops_and_resumes(run_copy):
     _train_until(t, 1)
     assert t.status == "done"
     assert t.losses["epoch"].tolist()[: len(first) + 1] == first + [first[-1] + 1]
+
+
+def test_umap_of_many_contigs_fits_a_sample_and_places_the_rest(tmp_path):
+    """Above max_fit rows the map is fitted on a seeded sample; every other point is placed next to
+    its own cluster (transform), and the cache key records the sample size."""
+    from deepmetabin.embedding import umap_coords
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, size=(3, 8))
+    group = np.repeat(np.arange(3), 200)
+    latent = (centres[group] + rng.normal(0, 0.5, size=(600, 8))).astype(np.float32)
+    calls = []
+    xy = umap_coords(tmp_path, latent, "ids", max_fit=150, progress=lambda done, total: calls.append((done, total)))
+    assert xy.shape == (600, 2) and np.isfinite(xy).all()
+    assert calls[0] == (150, 600) and calls[-1] == (600, 600)
+    # each point's nearest other point on the map belongs to its own group
+    d = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (group[d.argmin(1)] == group).mean() > 0.98
+    assert json.loads((tmp_path / "umap.json").read_text())["max_fit"] == 150

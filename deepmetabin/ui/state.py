@@ -11,8 +11,6 @@ curators do not see each other's edits until one saves.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import queue
@@ -32,13 +30,10 @@ import param
 
 from ..bins import UNBINNED, BinSet, CurationError
 from ..errors import DeepMetaBinError
+from ..embedding import umap_coords
 from ..pipeline import Run, load_contigs
 
 log = logging.getLogger(__name__)
-
-UMAP_FILE = "umap.npy"
-UMAP_META = "umap.json"
-_UMAP_LOCK = threading.Lock()  # two sessions opening a fresh run compute the map once
 
 
 class ExportError(DeepMetaBinError):
@@ -57,41 +52,6 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _array_digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
-
-
-def umap_coords(run_dir: str | os.PathLike[str], latent: np.ndarray, ids_hash: str, *, seed: int = 0,
-                n_neighbors: int = 15) -> np.ndarray:
-    """(N, 2) float32 UMAP of the latent means, cached as ``<run>/umap.npy`` (+ ``umap.json``).
-
-    The cache is reused only when it was made from the same contigs (``ids_hash``), the same number
-    of rows and the same latent matrix (its digest); otherwise it is recomputed and replaced atomically.
-    """
-    run = Path(run_dir)
-    key = {"ids_hash": ids_hash, "n": int(latent.shape[0]), "latent": _array_digest(latent), "seed": seed,
-           "n_neighbors": n_neighbors}
-    with _UMAP_LOCK:
-        try:
-            meta = json.loads((run / UMAP_META).read_text())
-            coords = np.load(run / UMAP_FILE, allow_pickle=False)
-            if meta == key and coords.shape == (latent.shape[0], 2):
-                return coords
-        except (OSError, ValueError):
-            pass
-        n = latent.shape[0]
-        if n < 5:  # UMAP needs a few points; a line keeps the views working on toy runs
-            coords = np.stack([np.arange(n), np.zeros(n)], 1).astype(np.float32)
-        else:
-            import umap
-
-            reducer = umap.UMAP(n_neighbors=min(n_neighbors, n - 1), random_state=seed, n_jobs=1)
-            coords = reducer.fit_transform(latent).astype(np.float32)
-        _atomic_write(run / UMAP_FILE, lambda p: np.save(p, coords))
-        _atomic_write(run / UMAP_META, lambda p: p.write_text(json.dumps(key)))
-        return coords
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -142,8 +102,16 @@ class RunData:
 
     @cached_property
     def contigs(self):
-        """The :class:`~deepmetabin.contigs.Contigs` (with sequences, for FASTA export)."""
+        """The :class:`~deepmetabin.contigs.Contigs` with sequences, read from the FASTA only when an
+        export writes bins (the views need :attr:`table` only)."""
         return load_contigs(self.path)
+
+    @cached_property
+    def table(self):
+        """Ids, lengths and GC of the contigs (a :class:`~deepmetabin.contigs.ContigTable`) for bin quality."""
+        from ..contigs import ContigTable
+
+        return ContigTable.from_frame(self.frame)
 
     @cached_property
     def latent(self) -> np.ndarray:
@@ -151,7 +119,8 @@ class RunData:
 
     @cached_property
     def umap(self) -> np.ndarray:
-        return umap_coords(self.path, self.latent, self.ids_hash)
+        made = self.manifest.get("stages", {}).get("map", {}).get("params", {})  # the map stage's settings, if it ran
+        return umap_coords(self.path, self.latent, self.ids_hash, **{k: made[k] for k in ("seed", "max_fit", "n_neighbors") if k in made})
 
     @cached_property
     def checkm(self) -> pd.DataFrame:
@@ -170,7 +139,13 @@ class RunData:
 
     @cached_property
     def components(self) -> np.ndarray | None:
-        """(N,) most probable GMVAE component per contig, or None when the model cannot be read."""
+        """(N,) most probable GMVAE component per contig (``components.npy`` of the train stage; older
+        runs: from the model), or None when neither can be read."""
+        saved = self.path / "components.npy"
+        if saved.exists():
+            comp = np.load(saved, allow_pickle=False)
+            if comp.shape == (len(self.frame),):
+                return comp.astype(np.int64)
         try:
             from ..train import Trained
 
@@ -296,7 +271,7 @@ class CurationState(param.Parameterized):
         from ..quality import bin_quality
 
         if self._quality is None or self._quality[0] != self.version:
-            q = bin_quality(self.labels(), self.data.checkm, self.data.contigs)
+            q = bin_quality(self.labels(), self.data.checkm, self.data.table)
             depth = self.data.frame[[f"depth:{s}" for s in self.data.samples]].to_numpy(np.float64).mean(1)
             mean_depth = pd.Series(depth).groupby(self.binset.assignment).mean()
             q["mean_depth"] = q["bin"].map(mean_depth).astype(float).round(2)
@@ -374,7 +349,7 @@ class CurationState(param.Parameterized):
         frames = []
         for when, bs in (("now", self.binset), ("after", after)):
             lab = np.where(np.isin(bs.assignment, list(touched)), bs.assignment, None)
-            q = bin_quality(lab, self.data.checkm, self.data.contigs)
+            q = bin_quality(lab, self.data.checkm, self.data.table)
             frames.append(q.assign(when=when))
         out = pd.concat(frames, ignore_index=True)
         return out[["when", "bin", "completeness", "contamination", "tier", "n_contigs", "bp"]]
@@ -439,14 +414,26 @@ class CurationState(param.Parameterized):
         """Write the curated bins into ``<run>/export/<name>/``: ``bins/*.fna``, ``bins.tsv``, ``bins.cami``,
         ``unbinned.tsv``, ``quality.tsv`` and ``curation.json``. Returns the folder."""
         folder = self.export_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.binset.write_fasta(folder / "bins", self.data.contigs)
-        self.binset.write_tsv(folder / "bins.tsv")
-        self.binset.write_cami(folder / "bins.cami", sample_id=self.data.path.name)
-        self.binset.write_unbinned(folder / "unbinned.tsv")
-        q = self.quality().drop(columns=["mean_depth", "accepted"])
-        _atomic_write(folder / "quality.tsv", lambda p: p.write_text(q.to_csv(sep="\t", index=False, float_format="%.2f")))
-        self.binset.save_edits(folder / "curation.json")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # written into a hidden sibling, then renamed into place: a failed export leaves the old one whole
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would stay on the export
+        try:
+            self.binset.write_fasta(tmp / "bins", self.data.contigs)
+            self.binset.write_tsv(tmp / "bins.tsv")
+            self.binset.write_cami(tmp / "bins.cami", sample_id=self.data.path.name)
+            self.binset.write_unbinned(tmp / "unbinned.tsv")
+            q = self.quality().drop(columns=["mean_depth", "accepted"])
+            (tmp / "quality.tsv").write_text(q.to_csv(sep="\t", index=False, float_format="%.2f"))
+            self.binset.save_edits(tmp / "curation.json")
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{threading.get_ident()}")
+            if folder.exists():
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         self.message = f"exported {len(q)} bins to {folder.relative_to(self.data.path)}"
         return folder
 

@@ -5,7 +5,6 @@ the state's methods, so what a browser does is what a test does.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import colorcet as cc
@@ -18,7 +17,7 @@ import scipy.sparse as sp
 from holoviews.operation.datashader import datashade, dynspread, rasterize
 
 from ..bins import UNBINNED
-from .state import ACTIONS, CurationState, TrainingState
+from .state import CurationState, TrainingState
 
 hv.extension("bokeh", logo=False)
 
@@ -45,10 +44,19 @@ def _color_key(cats, key: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def map_frame(state: CurationState) -> pd.DataFrame:
-    """The points of the latent map with the current bin and SCG-conflict flag."""
-    df = state.data.point_frame.copy()
+    """The points of the latent map with the current bin and SCG-conflict flag; categorical columns
+    (:data:`CATEGORICAL`) as ``pd.Categorical``. Built once per bins version of the session and shared by
+    every view and re-render (treat it as read-only): a pan/zoom costs no O(N) table work."""
+    memo = state.__dict__.get("_map_frame")
+    if memo is not None and memo[0] == state.version:
+        return memo[1]
+    df = state.data.point_frame.copy(deep=False)  # columns are replaced, never written into
     df["bin"] = np.where(state.binset.assignment == UNBINNED, "unbinned", state.binset.assignment).astype(str)
     df["conflict"] = np.where(state.conflicts(), "yes", "no")
+    for c in CATEGORICAL:
+        if c in df and not isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = _categorical(df[c])
+    state.__dict__["_map_frame"] = (state.version, df)
     return df
 
 
@@ -86,9 +94,6 @@ def latent_map_plot(state: CurationState, colour: str = "bin", *, width: int = 7
     markers when fewer than :data:`HOVER_MAX` points are in view; box/lasso select call the state."""
     def points(version: int = 0) -> hv.Points:
         df = map_frame(state)
-        for c in CATEGORICAL:
-            if c in df:
-                df[c] = _categorical(df[c])
         return hv.Points(df, kdims=["x", "y"], vdims=[c for c in df.columns if c not in ("x", "y")])
 
     cats = sorted(map(str, map_frame(state)[colour].unique())) if colour in CATEGORICAL else None
@@ -110,11 +115,14 @@ def latent_map_plot(state: CurationState, colour: str = "bin", *, width: int = 7
 
     def hover(x_range=None, y_range=None, version: int = 0) -> hv.Points:
         df = map_frame(state)
-        if x_range is not None and y_range is not None:
-            df = df[df.x.between(*x_range) & df.y.between(*y_range)]
-        if len(df) > HOVER_MAX:
-            df = df.iloc[0:0]
         vd = ["contig", "bin", "length", "gc"] + (["component"] if "component" in df else [])
+        if x_range is not None and y_range is not None:  # the rows in view, from the coordinates alone
+            xy = state.data.umap
+            rows = np.flatnonzero((xy[:, 0] >= x_range[0]) & (xy[:, 0] <= x_range[1])
+                                  & (xy[:, 1] >= y_range[0]) & (xy[:, 1] <= y_range[1]))
+        else:
+            rows = np.arange(len(df))
+        df = df.iloc[rows[:0] if len(rows) > HOVER_MAX else rows][["x", "y", *vd]]
         return hv.Points(df, ["x", "y"], vd).opts(alpha=0, nonselection_alpha=0, selection_alpha=0, size=6,
                                                   tools=["hover"])
 
@@ -292,10 +300,7 @@ def graph_plot(state: CurationState, colour: str = "label", show_pruned: bool = 
             cmap=["#f4a582", "#b2182b"], alpha=0.8)
 
     def nodes(version: int = 0) -> hv.Points:
-        df = map_frame(state)
-        df = df[["x", "y", colour]].copy()
-        df[colour] = _categorical(df[colour])
-        return hv.Points(df, ["x", "y"], [colour])
+        return hv.Points(map_frame(state)[["x", "y", colour]], ["x", "y"], [colour])
 
     cats = sorted(map(str, map_frame(state)[colour].unique()))
     pts = _shade(hv.DynamicMap(nodes, streams=[hv.streams.Params(state, ["version"])]), colour, cats, state=state)
