@@ -144,6 +144,34 @@ def metabat_command(ds: Dataset, out: Path, threads: int, seed: int, min_contig:
     return cmd + (["-m", str(min_contig)] if min_contig else [])
 
 
+def split_by_sample(ds: Dataset, out: Path, separator: str) -> dict[str, Dataset]:
+    """One dataset per sample of a multi-sample catalogue (ids ``<sample><separator>...``): that sample's
+    contigs (``out/<sample>/contigs.fna.gz``) with their rows of the depth table, every sample's depth
+    column kept (how MetaBAT2 is run per sample on cross-mapped depths)."""
+    import gzip
+
+    depth = pd.read_csv(ds.depth, sep="\t")
+    samples = depth["contigName"].astype(str).str.split(separator, n=1).str[0]
+    out_sets: dict[str, Dataset] = {}
+    handles = {}
+    for sample in sorted(samples.unique()):
+        folder = out / sample
+        folder.mkdir(parents=True, exist_ok=True)
+        depth[samples == sample].to_csv(folder / "depth.tsv", sep="\t", index=False)
+        handles[sample] = gzip.open(folder / "contigs.fna.gz", "wt", compresslevel=1)
+        out_sets[sample] = Dataset(folder)
+    current = None
+    with gzip.open(ds.contigs, "rt") as fasta:
+        for line in fasta:
+            if line.startswith(">"):
+                current = handles.get(line[1:].split()[0].split(separator, 1)[0])
+            if current is not None:
+                current.write(line)
+    for h in handles.values():
+        h.close()
+    return out_sets
+
+
 def vamb_command(vamb: Path, ds: Dataset, out: Path, threads: int, seed: int) -> list[str]:
     # out must not exist: VAMB refuses an existing --outdir.
     return [str(vamb), "bin", "default", "--outdir", str(out), "--fasta", str(ds.contigs),
@@ -155,7 +183,9 @@ def semibin_command(semibin: Path, ds: Dataset, out: Path, threads: int, depth_a
             "-o", str(out), "-t", str(threads)]
 
 
-def deepmetabin_command(exe: Path, ds: Dataset, out: Path, threads: int, seed: int, bam: bool) -> list[str]:
+def deepmetabin_command(exe: Path, ds: Dataset, out: Path, threads: int, seed: int, bam: bool,
+                        multi_split: str | None = None) -> list[str]:
     src = ["--bam", *map(str, ds.bams)] if bam else ["--depth", str(ds.depth)]
+    multi = ["--multi-split", "--sample-separator", multi_split] if multi_split else []
     return [str(exe), "-q", "bin", "--contigs", str(ds.contigs), *src, "--out", str(out),
-            "--threads", str(threads), "--seed", str(seed), "--force"]
+            "--threads", str(threads), "--seed", str(seed), "--force", *multi]

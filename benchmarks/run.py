@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -27,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import peers  # noqa: E402
-from deepmetabin.evaluate import read_binning, score  # noqa: E402
+from deepmetabin.evaluate import read_binning, score, score_per_sample  # noqa: E402
 
 WORK = HERE / "work"
 ENVS = WORK / "envs"
@@ -93,8 +94,26 @@ def threads_env(threads: int) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- per tool
-def run_tool(tool: str, ds: peers.Dataset, seed: int, threads: int, lengths: pd.Series) -> tuple[str, str, dict, pd.DataFrame]:
-    """-> version, options, time report, bins (contig, bin)."""
+def _metabat_per_sample(ds: peers.Dataset, rundir: Path, threads: int, m: int | None, separator: str,
+                        env: dict[str, str]) -> tuple[dict, pd.DataFrame]:
+    """MetaBAT2 once per sample of a catalogue (that sample's contigs, all depth columns), bins named
+    ``<sample>:<bin>``; time report: wall and CPU seconds summed, the largest peak RSS, the worst exit."""
+    times, frames = [], []
+    for sample, sub in peers.split_by_sample(ds, rundir / "samples", separator).items():
+        out = rundir / sample / "bins"
+        out.mkdir(parents=True)
+        times.append(timed(peers.metabat_command(sub, out, threads, 1, m), rundir / sample, env))
+        b = peers.fasta_dir_bins(out)
+        frames.append(b.assign(bin=sample + ":" + b["bin"].astype(str)))
+    t = {"wall_s": sum(x["wall_s"] for x in times), "cpu_s": sum(x["cpu_s"] for x in times),
+         "rss_mb": max(x["rss_mb"] for x in times), "exit": max(x["exit"] for x in times)}
+    return t, pd.concat(frames, ignore_index=True)
+
+
+def run_tool(tool: str, ds: peers.Dataset, seed: int, threads: int, lengths: pd.Series,
+             multi_split: str | None = None) -> tuple[str, str, dict, pd.DataFrame]:
+    """-> version, options, time report, bins (contig, bin). ``multi_split``: the sample separator of a
+    multi-sample catalogue (deepmetabin --multi-split, VAMB -o, MetaBAT2 per sample)."""
     rundir = WORK / "runs" / ds.name / f"{tool}-s{seed}"
     if rundir.exists():
         shutil.rmtree(rundir)
@@ -110,27 +129,35 @@ def run_tool(tool: str, ds: peers.Dataset, seed: int, threads: int, lengths: pd.
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "deepmetabin"], capture_output=True, text=True).stdout.strip()
         version = f"{tool_version([str(exe), '--version'])} ({commit}{'+dirty' if dirty else ''})"
         out = rundir / "run"
-        t = timed(peers.deepmetabin_command(exe, ds, out, threads, seed, bam), rundir, env)
+        t = timed(peers.deepmetabin_command(exe, ds, out, threads, seed, bam, multi_split), rundir, env)
         bins = read_binning(out / "bins.tsv") if t["exit"] == 0 else pd.DataFrame(columns=["contig", "bin"])
-        options = f"bin {'--bam' if bam else '--depth depth.tsv'} (defaults)"
+        options = f"bin {'--bam' if bam else '--depth depth.tsv'}{' --multi-split' if multi_split else ''} (defaults)"
         return version, options, t, bins
     if tool.startswith("metabat2"):
         need_programs("metabat2", hint="apt-get install -y metabat")
         m = 1500 if tool == "metabat2-m1500" else None
+        version = "MetaBAT " + tool_version(["dpkg-query", "-W", "-f", "${Version}", "metabat"])
+        opts = f"-a depth.tsv {'-m 1500' if m else '(default -m 2500)'} --seed 1"
+        if multi_split:
+            t, bins = _metabat_per_sample(ds, rundir, threads, m, multi_split, env)
+            return version, opts + ", once per sample (its contigs, every sample's depth)", t, bins
         out = rundir / "bins"
         out.mkdir()
         t = timed(peers.metabat_command(ds, out, threads, 1, m), rundir, env)
-        version = "MetaBAT " + tool_version(["dpkg-query", "-W", "-f", "${Version}", "metabat"])
-        return version, f"-a depth.tsv {'-m 1500' if m else '(default -m 2500)'} --seed 1", t, peers.fasta_dir_bins(out)
+        return version, opts, t, peers.fasta_dir_bins(out)
     if tool == "vamb":
         env_dir = ensure_env("vamb")
         out = rundir / "out"
-        t = timed(peers.vamb_command(env_dir / "bin" / "vamb", ds, out, threads, seed), rundir, env)
-        clusters = out / "vae_clusters_unsplit.tsv"
+        split = ["-o", multi_split] if multi_split else ["-o", ""]  # VAMB splits on "C" by itself unless told not to
+        t = timed(peers.vamb_command(env_dir / "bin" / "vamb", ds, out, threads, seed) + split, rundir, env)
+        clusters = out / ("vae_clusters_split.tsv" if multi_split else "vae_clusters_unsplit.tsv")
         bins = peers.vamb_bins(clusters, lengths) if t["exit"] == 0 else pd.DataFrame(columns=["contig", "bin"])
         version = tool_version([str(env_dir / "bin" / "vamb"), "--version"])
-        return version, f"bin default --abundance_tsv (abundance.tsv), clusters >= {peers.VAMB_MIN_BIN_BP // 1000} kbp", t, bins
+        return version, (f"bin default --abundance_tsv (abundance.tsv){' -o ' + multi_split + ' (multi-split)' if multi_split else ''}, "
+                         f"clusters >= {peers.VAMB_MIN_BIN_BP // 1000} kbp"), t, bins
     if tool == "semibin2":
+        if multi_split:
+            raise SystemExit("semibin2 is not run on a multi-split catalogue here (its multi_easy_bin needs per-sample BAMs)")
         need_programs("bedtools", "hmmsearch", "prodigal", hint="apt-get install -y bedtools hmmer prodigal")
         env_dir = ensure_env("semibin")
         env["PATH"] = f"{env_dir / 'bin'}:{env['PATH']}"
@@ -148,6 +175,16 @@ def run_tool(tool: str, ds: peers.Dataset, seed: int, threads: int, lengths: pd.
                 f"--depth-metabat2 depth.tsv{' summed over ' + str(n) + ' samples' if n > 1 else ''}")
         return version, opts, t, bins
     raise SystemExit(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
+
+
+def multi_score(bins: pd.DataFrame, truth: pd.DataFrame, lengths: pd.Series, separator: str) -> SimpleNamespace:
+    """Scores of a multi-split binning as the paper reports them: F1, precision and recall (contigs and
+    bp) averaged over samples; NC, MQ, ARI, binned bp and bins of the pooled scoring (genome-samples)."""
+    per = score_per_sample(bins, truth.assign(length=truth["contig"].map(lengths)) if "length" not in truth else truth, separator)
+    per = per.set_index("sample")
+    mean, pooled = per.loc["mean"], per.loc["pooled"]
+    keep_mean = ("f1", "f1_bp", "precision", "recall", "precision_bp", "recall_bp")
+    return SimpleNamespace(**{c: (mean[c] if c in keep_mean else pooled[c]) for c in per.columns})
 
 
 def contig_lengths(path: Path) -> pd.Series:
@@ -173,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bams", type=Path, nargs="*", default=None,
                    help="sorted, indexed BAMs (default: ~/bench-cache/<dataset>/S*.bam when present); adds deepmetabin-bam")
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--multi-split", metavar="SEP", default=None,
+                   help="the dataset is a multi-sample catalogue with ids <sample>SEP...: deepmetabin --multi-split, "
+                        "VAMB -o SEP, MetaBAT2 once per sample; F1/precision/recall = mean over samples, NC/MQ/ARI/bins "
+                        "= pooled (genome-samples)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -190,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         # several seeds for deepmetabin (depth table); BAM input and the peers once (first seed)
         seeds = args.seeds if tool == "deepmetabin" else [args.seeds[0]]
         for seed in seeds:
-            version, options, t, bins = run_tool(tool, ds, seed, args.threads, lengths)
+            version, options, t, bins = run_tool(tool, ds, seed, args.threads, lengths, args.multi_split)
             truth = read_binning(ds.folder / "truth.tsv", kind="truth")  # read only here, after the run
-            s = score(bins, truth, lengths=lengths) if len(bins) else None
+            s = (multi_score(bins, truth, lengths, args.multi_split) if args.multi_split else score(bins, truth, lengths=lengths)) \
+                if len(bins) else None
             row = {"tool": tool, "version": version, "options": options, "seed": seed,
                    "f1": s.f1 if s else 0.0, "f1_bp": s.f1_bp if s else 0.0,
                    "precision": s.precision if s else 0.0, "recall": s.recall if s else 0.0,

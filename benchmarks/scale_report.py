@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-STAGES = ("features", "graph", "markers", "train", "bins")
+STAGES = ("features", "graph", "markers", "train", "bins", "map")
 
 
 def main(argv: list[str] | None = None) -> int:

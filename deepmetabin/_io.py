@@ -35,6 +35,25 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: the process's umask, read once at import (reading it means setting it)
+_UMASK = _read_umask()
+
+
+def temp_dir_beside(folder: Path) -> Path:
+    """A new hidden folder beside ``folder`` (to fill, then rename onto it), with the permissions a
+    plain ``mkdir`` would give (not mkdtemp's 0700, which would stay on the renamed folder)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    tmp.chmod(0o777 & ~_UMASK)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -47,6 +66,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_UMASK)  # the permissions of a plainly written file, not mkstemp's 0600
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._io import write_error, write_json, write_text
+from ._io import temp_dir_beside, write_error, write_json, write_text
 from .contigs import Contigs
 from .errors import DeepMetaBinError
 
@@ -271,8 +270,7 @@ class BinSet:
         if len(contigs) != len(self.ids) or any(a != b for a, b in zip(contigs.ids, self.ids)):
             raise CurationError("the contigs given are not those of this bin set")
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tmp = temp_dir_beside(folder)
         old: Path | None = None
         try:
             for b in self.bins:

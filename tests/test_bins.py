@@ -147,3 +147,17 @@ def test_failure_after_old_bins_moved_aside_puts_them_back(tmp_path, monkeypatch
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "bins").iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["bins"]
+
+
+def test_outputs_get_the_permissions_of_plain_files(tmp_path):
+    """Atomic writes go through mkstemp/mkdtemp (0600/0700); the renamed outputs must carry the usual
+    umask permissions instead, so a run folder can be shared with a group."""
+    import os
+
+    from deepmetabin._io import _UMASK, temp_dir_beside, write_text
+
+    write_text(tmp_path / "a.tsv", "x\n")
+    assert (tmp_path / "a.tsv").stat().st_mode & 0o777 == 0o666 & ~_UMASK
+    d = temp_dir_beside(tmp_path / "bins")
+    assert d.parent == tmp_path and d.name.startswith(".bins.") and d.stat().st_mode & 0o777 == 0o777 & ~_UMASK
+    assert _UMASK == os.umask(_UMASK)  # reading it at import left the process's umask as it was

@@ -140,3 +140,23 @@ def test_report_leaves_failed_tools_out_of_ratios(tmp_path):
     text = report.section(report.load(results), "summary.png")
     assert "| vamb | 0 (1 failed) |" in text
     assert "vamb's" not in text and "best peer's (metabat2)" in text
+
+
+def test_split_by_sample_keeps_every_depth_column(tmp_path):
+    """A multi-sample catalogue cut into one dataset per sample: its own contigs, all samples' depths."""
+    folder = tmp_path / "multi"
+    folder.mkdir()
+    ids = ["S1C1", "S1C2", "S2C1", "S10C1"]
+    with gzip.open(folder / "contigs.fna.gz", "wt") as fh:
+        fh.write("".join(f">{i} descr\nACGT\nAC\n" for i in ids))
+    depth = pd.DataFrame({"contigName": ids, "contigLen": 6, "totalAvgDepth": 1.0, "S1.bam": [1.0, 2, 3, 4],
+                          "S1.bam-var": 0.1, "S2.bam": [5.0, 6, 7, 8], "S2.bam-var": 0.1})
+    depth.to_csv(folder / "depth.tsv", sep="\t", index=False)
+    parts = peers.split_by_sample(peers.Dataset(folder), tmp_path / "out", "C")
+    assert sorted(parts) == ["S1", "S10", "S2"]
+    s1 = pd.read_csv(parts["S1"].depth, sep="\t")
+    assert s1["contigName"].tolist() == ["S1C1", "S1C2"] and list(s1.columns) == list(depth.columns)
+    with gzip.open(parts["S1"].contigs, "rt") as fh:
+        assert fh.read() == ">S1C1 descr\nACGT\nAC\n>S1C2 descr\nACGT\nAC\n"
+    with gzip.open(parts["S10"].contigs, "rt") as fh:
+        assert fh.read().count(">") == 1

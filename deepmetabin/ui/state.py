@@ -16,7 +16,6 @@ import os
 import queue
 import re
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 import param
 
+from .._io import temp_dir_beside
 from ..bins import UNBINNED, BinSet, CurationError
 from ..errors import DeepMetaBinError
 from ..embedding import umap_coords
@@ -41,19 +41,6 @@ class ExportError(DeepMetaBinError):
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename onto ``path``: a crash never leaves a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -414,10 +401,8 @@ class CurationState(param.Parameterized):
         """Write the curated bins into ``<run>/export/<name>/``: ``bins/*.fna``, ``bins.tsv``, ``bins.cami``,
         ``unbinned.tsv``, ``quality.tsv`` and ``curation.json``. Returns the folder."""
         folder = self.export_dir(name)
-        folder.parent.mkdir(parents=True, exist_ok=True)
         # written into a hidden sibling, then renamed into place: a failed export leaves the old one whole
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would stay on the export
+        tmp = temp_dir_beside(folder)
         try:
             self.binset.write_fasta(tmp / "bins", self.data.contigs)
             self.binset.write_tsv(tmp / "bins.tsv")
