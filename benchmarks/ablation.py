@@ -155,7 +155,26 @@ def report(table: pd.DataFrame) -> str:
             for version, d in defaults.groupby("version", sort=False):
                 lines.append(f"- `{version}`: F1 {d['f1'].mean():.3f}, F1 bp {d['f1_bp'].mean():.3f}, NC {d['nc'].mean():.1f} "
                              f"(seeds {','.join(map(str, sorted(d['seed'])))})")
+    lines += gmm_init_section()
     return "\n".join(lines) + "\n"
+
+
+def gmm_init_section(path: Path | None = None) -> list[str]:
+    """Markdown of benchmarks/gmm_init.py's table (the GMM's start centres on fixed models), if it exists."""
+    path = path or TABLE.parent / "gmm_init.tsv"
+    if not path.exists():
+        return []
+    t = pd.read_csv(path, sep="\t")
+    lines = ["", "## GMM start centres (`benchmarks/gmm_init.py`)", "",
+             "The bins stage alone rerun on the trained models of the `default` rows above (one per training seed), with",
+             "each GMM seed: so the spread is the GMM's own, on one latent space. Mean ± SD over training x GMM seeds.", "",
+             "| dataset | start centres | runs | F1 contigs | F1 bp | precision | NC | MQ |", "|---|---|---|---|---|---|---|---|"]
+    for (ds, setting), g in t.groupby(["dataset", "setting"], sort=False):
+        def ms(col: str) -> str:
+            return f"{g[col].mean():.3f} ± {g[col].std(ddof=1):.3f}"
+        lines.append(f"| {ds} | {setting} | {len(g)} | {ms('f1')} | {ms('f1_bp')} | {ms('precision')} | "
+                     f"{g['nc'].mean():.1f} ({g['nc'].min()}–{g['nc'].max()}) | {g['mq'].mean():.1f} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

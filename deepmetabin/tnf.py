@@ -159,20 +159,23 @@ def tetramer_counts(
     return out
 
 
-def project(counts: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+def project(counts: np.ndarray, *, threads: int | None = None, chunk: int = 65_536) -> np.ndarray:
     """(N, 256) tetramer counts -> (N, 103) float32 projected TNF (rows without tetramers -> zeros).
 
-    ``threads``: BLAS threads for the product (None: as set for the process)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    sums = counts.sum(axis=1, keepdims=True)
-    freq = np.divide(counts, sums, out=np.full_like(counts, 1 / 256), where=sums > 0)
-    freq -= 1 / 256
-    if threads is None:
-        return (freq @ projection_kernel()).astype(np.float32)
+    ``threads``: BLAS threads for the product (None: as set for the process). Done in ``chunk``-row
+    pieces: the float64 frequencies of all rows at once would be 2 GB per million contigs."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=max(1, int(threads)), user_api="blas"):
-        return (freq @ projection_kernel()).astype(np.float32)
+    kernel = projection_kernel()
+    out = np.empty((len(counts), TNF_DIM), dtype=np.float32)
+    with threadpool_limits(limits=None if threads is None else max(1, int(threads)), user_api="blas"):
+        for i in range(0, len(counts), chunk):
+            c = np.asarray(counts[i:i + chunk], dtype=np.float64)
+            sums = c.sum(axis=1, keepdims=True)
+            freq = np.divide(c, sums, out=np.full_like(c, 1 / 256), where=sums > 0)
+            freq -= 1 / 256
+            out[i:i + chunk] = freq @ kernel
+    return out
 
 
 def tnf(contigs: Contigs, *, threads: int = 1, progress: Callable[[int, int], None] | None = None,

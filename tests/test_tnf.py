@@ -128,3 +128,15 @@ def test_numba_threading_layer_does_not_spin_against_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, "NUMBA_THREADING_LAYER": "omp"})
     assert out.stdout.split()[-1] == "omp"
+
+
+def test_projection_in_chunks_equals_one_piece():
+    """project() works in row chunks (bounded memory); the result does not depend on the chunk size."""
+    from deepmetabin.tnf import project
+
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 50, size=(100, 256)).astype(np.uint32)
+    counts[5] = 0  # a contig without tetramers -> zeros
+    whole = project(counts, chunk=1000)
+    np.testing.assert_array_equal(project(counts, chunk=7), whole)
+    assert whole.dtype == np.float32 and whole.shape == (100, 103) and not whole[5].any()
