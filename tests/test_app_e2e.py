@@ -144,6 +144,22 @@ def test_select_split_undo_redo_export_in_the_browser(served, browser):
     page.get_by_role("button", name="Save curation.json").click()
     expect(page.get_by_text(re.compile(r"saved 1 edits"))).to_be_visible()
     assert (run / "curation.json").exists()
+
+    # a lasso drawn with Bokeh's lasso tool selects the points inside it: a triangle over the left part
+    page.get_by_role("button", name="Clear selection").click()
+    page.get_by_text("0 contigs selected").wait_for()
+    page.locator(".bk-tool-icon-lasso-select").first.click()
+    b = canvas.bounding_box()
+    path = [(0.15, 0.1), (0.7, 0.1), (0.15, 0.85), (0.16, 0.12)]
+    page.mouse.move(b["x"] + b["width"] * path[0][0], b["y"] + b["height"] * path[0][1])
+    page.mouse.down()
+    for fx, fy in path[1:]:
+        page.mouse.move(b["x"] + b["width"] * fx, b["y"] + b["height"] * fy, steps=8)
+    page.mouse.up()
+    lasso = page.get_by_text(re.compile(r"[1-9][0-9]* contigs selected"))
+    lasso.wait_for()
+    m = int(re.match(r"(\d+)", lasso.inner_text().strip()).group(1))
+    assert 0 < m < n  # a triangle over part of the frame holds fewer contigs than the box over all of it
     assert not errors, errors
     page.close()
 
