@@ -5,7 +5,8 @@
 RUN is a finished run folder (e.g. of benchmarks/make_scale_data.py's data at 200k contigs). Measured
 on a copy of the run's small files (the big arrays are linked, not copied), so RUN is left as it is:
 
-* UMAP of the latent means, first time (cached in umap.npy afterwards; the app computes it once);
+* UMAP of the latent means: the seconds of the run's ``map`` stage (``deepmetabin bin`` makes it), or for a
+  run without one, the app's first computation (cached in umap.npy afterwards);
 * "load": what a new browser session costs the server with the UMAP cached: RunData + CurationState
   + TrainingState + every view built into Bokeh models (``views.app(...).get_root()``), which
   runs the first datashader aggregation of the map and the graph;
@@ -36,7 +37,7 @@ def _copy_run(src: Path, dst: Path) -> None:
     """Small files copied, big arrays hard- or sym-linked (read-only use), no exports/curation."""
     dst.mkdir(parents=True)
     for p in src.iterdir():
-        if p.name in ("export", "curation.json", "train.ckpt", "umap.npy"):
+        if p.name in ("export", "curation.json", "train.ckpt"):
             continue
         if p.is_dir() or p.stat().st_size > 50_000_000:  # bins/*.fna and big arrays: only read
             os.symlink(p.resolve(), dst / p.name)
@@ -67,10 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         _copy_run(args.run, run)
-        t = time.perf_counter()
-        data = RunData(run)
-        _ = data.umap
-        rows.append(("UMAP of the latent means, first time (then cached in umap.npy)", time.perf_counter() - t))
+        map_stage = RunData(run).manifest.get("stages", {}).get("map")
+        if map_stage and map_stage.get("status") == "done":  # made by `deepmetabin bin`: the app only reads it
+            rows.append((f"UMAP of the latent means: the run's map stage (fitted on {map_stage.get('fitted_on', '?'):,} "
+                         "contigs, the rest placed)", map_stage["seconds"]))
+        else:
+            t = time.perf_counter()
+            _ = RunData(run).umap
+            rows.append(("UMAP of the latent means, made by the app the first time (then cached in umap.npy)",
+                         time.perf_counter() - t))
 
         def load():
             d = RunData(run)
