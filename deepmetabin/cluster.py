@@ -271,12 +271,17 @@ def split_contaminated(
     links = np.asarray(links, dtype=np.int64).reshape(-1, 2)
     bad = quality[(quality["completeness"] > min_completeness) & (quality["contamination"] >= min_contamination)]
     next_label = labels.max() + 1
+    # the links inside each cluster, grouped once by cluster (a split relabels only its own cluster's rows)
+    la, lb = labels[links[:, 0]], labels[links[:, 1]]
+    same = links[(la == lb) & (la >= 0)]
+    order = np.argsort(labels[same[:, 0]], kind="stable")
+    same, same_label = same[order], labels[same[order, 0]]
     for b in bad["bin"]:
         rows = np.flatnonzero(labels == int(b))
-        inside = np.isin(links, rows).all(axis=1)
-        if not inside.any():
+        inside = same[np.searchsorted(same_label, int(b), "left"):np.searchsorted(same_label, int(b), "right")]
+        if not len(inside):
             continue
-        local = np.searchsorted(rows, links[inside])
+        local = np.searchsorted(rows, inside)
         # K starts at 2 and grows to the fewest parts that satisfy every link (a marker with c copies
         # links c contigs pairwise, so K ends >= the largest copy number of any marker here)
         parts = constrained_kmeans(latent[rows], 2, local, seed=seed)
