@@ -32,12 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _device(device: str | None) -> "torch.device":
-    import torch
-
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 class _Mixture:
     """A full-covariance Gaussian mixture held as torch tensors (weights (K,), means (K, d), the
     Cholesky factors of the precisions (d, K*d), as sklearn's ``precisions_cholesky_``)."""
@@ -114,22 +108,25 @@ def gmm(latent: np.ndarray, k: int, *, seed: int = 0, max_fit: int = 200_000, ma
     import torch
     from sklearn.cluster import kmeans_plusplus
 
+    from .train import pick_device
+
     latent = np.asarray(latent, dtype=np.float32)
     n, d = latent.shape
     k = int(max(1, min(k, n)))
     rng = np.random.default_rng(seed)
     fit_rows = latent if n <= max_fit else latent[np.sort(rng.choice(n, size=max_fit, replace=False))]
     offset = fit_rows.mean(0)  # centred: the float32 second moments then lose no precision
-    dev = _device(device)
-    x = torch.from_numpy(fit_rows - offset).to(dev)
+    centred = fit_rows - offset
+    dev = pick_device(device or "auto")
+    x = torch.from_numpy(centred).to(dev)
     if init == "kmeans":
         from sklearn.cluster import KMeans
 
         if n_init is None:  # 10 starts; 3 on big fits (200k rows x 800 components: ~1 min on 2 cores)
             n_init = 10 if len(fit_rows) * k <= 20_000_000 else 3
-        seeds = KMeans(k, n_init=n_init, random_state=seed).fit(fit_rows - offset).cluster_centers_
+        seeds = KMeans(k, n_init=n_init, random_state=seed).fit(centred).cluster_centers_
     elif init == "k-means++":
-        seeds, _ = kmeans_plusplus(fit_rows - offset, k, random_state=seed)
+        seeds, _ = kmeans_plusplus(centred, k, random_state=seed)
     else:
         raise ValueError(f"init must be 'kmeans' or 'k-means++', got {init!r}")
     seeds_t = torch.from_numpy(np.ascontiguousarray(seeds, dtype=np.float32)).to(dev)
