@@ -84,6 +84,8 @@ SPLIT_GENE_OVERLAP = 0.2
 FALLBACK_EVALUE = 1e-10
 #: The sets the ``markers`` stage computes by default: genome count / cannot-links, and quality.
 DEFAULT_STAGE_SETS = ("sc107", "checkm_bacteria")
+#: proteins digitised and searched at a time (a block holds ~1 kB per protein; 4M proteins at 1M contigs)
+SEARCH_CHUNK = 500_000
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -458,14 +460,26 @@ def search_markers(
 ) -> dict[str, pd.DataFrame]:
     """Search ``genes``' proteins against the union of ``marker_sets``; return one hits table per set.
 
-    ``progress(done_profiles, total_profiles)`` is called as profiles finish.
+    ``progress(done, total)`` is called as profiles finish, counting (protein chunk x profile) searches;
+    proteins are searched :data:`SEARCH_CHUNK` at a time with E-values for all of them (same hits).
 
     Returns:
         set name -> hits DataFrame with :data:`COLUMNS`, sorted by contig row, gene number, marker.
     """
     for name in marker_sets:
         marker_set(name)
-    rows = _search_rows(genes.proteins, 0, marker_sets, len(genes), cpus=threads, progress=progress)
+    n = len(genes)
+    bounds = list(range(0, n, SEARCH_CHUNK)) or [0]
+    n_profiles = len(_union_profiles(marker_sets)[0])
+    rows: dict[str, list[_Row]] = {name: [] for name in marker_sets}
+    for c, g0 in enumerate(bounds):  # one digitised block per chunk: memory O(chunk), same hits (Z = n)
+        def tick(done: int, _total: int, c: int = c) -> None:
+            if progress is not None:
+                progress(c * n_profiles + done, len(bounds) * n_profiles)
+
+        part = _search_rows(genes.proteins[g0 : g0 + SEARCH_CHUNK], g0, marker_sets, n, cpus=threads, progress=tick)
+        for name, r in part.items():
+            rows[name].extend(r)
     return _frames(rows, genes, contigs)
 
 

@@ -89,6 +89,22 @@ def test_hits_do_not_depend_on_threads_or_companions():
     pd.testing.assert_frame_equal(one.drop(columns="evalue"), expect.drop(columns="evalue"))
 
 
+def test_searching_proteins_in_chunks_gives_the_same_hits(monkeypatch):
+    """The search digitises SEARCH_CHUNK proteins at a time (bounded memory) with E-values computed for
+    all proteins, so chunked and whole searches report the same hits, E-values included."""
+    c = few_marker_contigs(4)
+    genes = M.call_genes(c)
+    whole = M.search_markers(genes, c, marker_sets=("sc107", "checkm_bacteria"))
+    monkeypatch.setattr(M, "SEARCH_CHUNK", max(1, len(genes) // 5))
+    seen: list[tuple[int, int]] = []
+    chunked = M.search_markers(genes, c, marker_sets=("sc107", "checkm_bacteria"), progress=lambda d, t: seen.append((d, t)))
+    for name in whole:
+        assert len(whole[name]) > 0
+        pd.testing.assert_frame_equal(whole[name], chunked[name])
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and seen[-1][0] == seen[-1][1] and len({t for _, t in seen}) == 1
+
+
 def test_uni56_counts_universal_markers():
     hits = M.find_markers(few_marker_contigs(6), marker_set="uni56")
     assert len(hits) > 0 and hits["marker"].str.startswith("COG").all()

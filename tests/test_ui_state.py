@@ -364,3 +364,32 @@ def test_umap_of_many_contigs_fits_a_sample_and_places_the_rest(tmp_path):
     np.fill_diagonal(d, np.inf)
     assert (group[d.argmin(1)] == group).mean() > 0.98
     assert json.loads((tmp_path / "umap.json").read_text())["max_fit"] == 150
+
+
+def test_graph_edges_drawn_are_those_in_view_and_a_uniform_sample_when_too_many():
+    """A pan/zoom rasterises only the edges whose bounding box meets the view (one crossing the view with
+    both ends outside included), and at most ``cap`` of them: a uniform sample, not the first edges."""
+    import scipy.sparse as sp
+
+    from deepmetabin.ui import views
+
+    coords = np.array([[0, 0], [1, 1], [5, 5], [6, 6], [-3, 0.5], [3, 0.5]], dtype=np.float32)
+    g = sp.coo_matrix((np.ones(3), ([0, 2, 4], [1, 3, 5])), shape=(6, 6)).tocsr()
+    seg = views._segments(coords, g + g.T)
+    assert len(seg) == 3
+    rows = views.edges_in_view(seg, (-0.5, 1.5), (-0.5, 1.5))
+    drawn = {tuple(r) for r in seg.iloc[rows][["x0", "x1"]].to_numpy().tolist()}
+    assert drawn == {(0.0, 1.0), (-3.0, 3.0)}  # the far edge 2-3 is left out; 4-5 crosses the view
+    assert len(views.edges_in_view(seg, None, None)) == 3
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    xy = rng.uniform(0, 1, (n, 2)).astype(np.float32)
+    xy[: n // 2, 0] += 10  # half of the edges lie in a far-away cluster
+    a = np.arange(n - 1)
+    big = sp.coo_matrix((np.ones(n - 1), (a, a + 1)), shape=(n, n)).tocsr()
+    seg = views._segments(xy, big)
+    rows = views.edges_in_view(seg, (-1, 12), (-1, 2), cap=1000)
+    assert len(rows) == 1000
+    far = (seg.iloc[rows]["x0"].to_numpy() > 5).mean()
+    assert 0.4 < far < 0.6  # both clusters sampled in proportion, not the first rows of the matrix

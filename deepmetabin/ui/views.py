@@ -266,9 +266,34 @@ def overview(state: CurationState) -> pn.viewable.Viewable:
 
 
 # ----------------------------------------------------------------------------------- graph
-def _segments(coords: np.ndarray, g: sp.spmatrix) -> pd.DataFrame:
+EDGE_DRAW_MAX = 150_000  # edges rasterised per re-render at most: beyond, a fixed random subset of those in view
+
+
+def _segments(coords: np.ndarray, g: sp.spmatrix, seed: int = 0) -> pd.DataFrame:
+    """One row per edge of the upper triangle of ``g``: (x0, y0, x1, y1) on ``coords`` (n x 2), rows in a
+    fixed random order, so the first m rows of any subset are a uniform sample of it."""
     u = sp.triu(g, k=1).tocoo()
-    return pd.DataFrame({"x0": coords[u.row, 0], "y0": coords[u.row, 1], "x1": coords[u.col, 0], "y1": coords[u.col, 1]})
+    order = np.random.default_rng(seed).permutation(u.nnz)
+    r, c = u.row[order], u.col[order]
+    return pd.DataFrame({"x0": coords[r, 0], "y0": coords[r, 1], "x1": coords[c, 0], "y1": coords[c, 1]})
+
+
+def edges_in_view(seg: pd.DataFrame, x_range: tuple[float, float] | None, y_range: tuple[float, float] | None,
+                  cap: int = EDGE_DRAW_MAX) -> np.ndarray:
+    """Rows of ``seg`` (from :func:`_segments`) whose bounding box meets the view, at most ``cap`` of them.
+
+    Rasterising costs time per edge, so a re-render draws only the edges it can see; when more than ``cap``
+    are in view (zoomed out on a large run) it draws the first ``cap`` — a uniform random sample, as the rows
+    are shuffled — which the equalised-histogram colouring shows as the same density picture. Zoomed in,
+    every edge in view is drawn. Ranges None: the whole extent."""
+    if x_range is None or y_range is None or None in (*x_range, *y_range):
+        rows = np.arange(len(seg))
+    else:
+        x0, y0, x1, y1 = (seg[c].to_numpy() for c in ("x0", "y0", "x1", "y1"))
+        inside = ((np.maximum(x0, x1) >= x_range[0]) & (np.minimum(x0, x1) <= x_range[1])
+                  & (np.maximum(y0, y1) >= y_range[0]) & (np.minimum(y0, y1) <= y_range[1]))
+        rows = np.flatnonzero(inside)
+    return rows[:cap]
 
 
 def graph_edges(state: CurationState) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -288,16 +313,23 @@ def graph_edges(state: CurationState) -> tuple[pd.DataFrame, pd.DataFrame | None
     return cache["kept"], cache["pruned"]
 
 
+def _edge_layer(seg: pd.DataFrame, cmap: list[str]):
+    """Rasterised edges that re-draw only what is in view (:func:`edges_in_view`) on each pan/zoom."""
+    def visible(x_range=None, y_range=None) -> hv.Segments:
+        return hv.Segments(seg.iloc[edges_in_view(seg, x_range, y_range)], ["x0", "y0", "x1", "y1"])
+
+    dmap = hv.DynamicMap(visible, streams=[hv.streams.RangeXY()])
+    return rasterize(dmap, aggregator=ds.count()).opts(cmap=cmap, cnorm="eq_hist", alpha=0.8)
+
+
 def graph_plot(state: CurationState, colour: str = "label", show_pruned: bool = False, *, width: int = 720,
                height: int = 560) -> hv.Overlay:
-    """Rasterized refined edges (and pruned ones in red), nodes datashaded by seed / label / bin."""
+    """Rasterized refined edges (and pruned ones in red), nodes datashaded by seed / label / bin. Zoomed out
+    on a run of more than :data:`EDGE_DRAW_MAX` edges, a uniform sample of the edges in view is drawn."""
     kept, pruned = graph_edges(state)
-    edges = rasterize(hv.Segments(kept, ["x0", "y0", "x1", "y1"]), aggregator=ds.count()).opts(
-        cmap=["#bbbbbb", "#333333"], cnorm="eq_hist", alpha=0.8)
-    layers = edges
+    layers = _edge_layer(kept, ["#bbbbbb", "#333333"])
     if show_pruned and pruned is not None and len(pruned):
-        layers = layers * rasterize(hv.Segments(pruned, ["x0", "y0", "x1", "y1"]), aggregator=ds.count()).opts(
-            cmap=["#f4a582", "#b2182b"], alpha=0.8)
+        layers = layers * _edge_layer(pruned, ["#f4a582", "#b2182b"])
 
     def nodes(version: int = 0) -> hv.Points:
         return hv.Points(map_frame(state)[["x", "y", colour]], ["x", "y"], [colour])
@@ -305,9 +337,10 @@ def graph_plot(state: CurationState, colour: str = "label", show_pruned: bool = 
     cats = sorted(map(str, map_frame(state)[colour].unique()))
     pts = _shade(hv.DynamicMap(nodes, streams=[hv.streams.Params(state, ["version"])]), colour, cats, state=state)
     c = state.data.graph.counts
+    sampled = f" (zoomed out: {EDGE_DRAW_MAX:,} of them drawn)" if len(kept) > EDGE_DRAW_MAX else ""
     return (layers * pts).opts(width=width, height=height, xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05,
                                show_legend=len(cats) <= 12, legend_position="right",
-                               title=f"refined graph: {c.get('edges', '?')} edges kept of {c.get('edges_knn', '?')}")
+                               title=f"refined graph: {c.get('edges', '?')} edges kept of {c.get('edges_knn', '?')}{sampled}")
 
 
 def graph_view(state: CurationState, *, width: int = 720, height: int = 560) -> pn.viewable.Viewable:
