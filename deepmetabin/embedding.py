@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -68,7 +69,9 @@ def umap_embed(latent: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, max_
     fit = np.arange(n) if n <= max_fit else np.sort(np.random.default_rng(seed).choice(n, size=max_fit, replace=False))
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(fit) - 1), random_state=seed, n_jobs=1)
     coords = np.empty((n, 2), dtype=np.float32)
-    coords[fit] = reducer.fit_transform(latent[fit])
+    with warnings.catch_warnings():  # the spectral start's eigensolver notes its tolerance; the layout is fine
+        warnings.filterwarnings("ignore", message="Exited (postprocessing|at iteration)", category=UserWarning)
+        coords[fit] = reducer.fit_transform(latent[fit])
     if progress:
         progress(len(fit), n)
     rest = np.setdiff1d(np.arange(n), fit)

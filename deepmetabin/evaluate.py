@@ -16,13 +16,14 @@ for the binned contigs; contigs absent from ``bins`` are unbinned):
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import adjusted_rand_score
 
 from .errors import InputFileError
 
@@ -62,12 +63,15 @@ def read_binning(path: str | os.PathLike[str], *, kind: str = "bins") -> pd.Data
         raise InputFileError(f"{path}: file not found; give a bins.tsv / CAMI binning file")
     lines = path.read_text().splitlines()
     header = next((i for i, l in enumerate(lines) if l.upper().startswith("@@SEQUENCEID")), None)
-    rows = [l.split("\t") for l in lines[(header + 1 if header is not None else 0):] if l.strip() and not l.startswith(("@", "#"))]
-    if not rows:
+    kept = [l for l in lines[(header + 1 if header is not None else 0):] if l.strip() and not l.startswith(("@", "#"))]
+    if not kept:
         raise InputFileError(f"{path}: no binning rows; expected 'bin<TAB>contig' lines or the CAMI format")
-    if min(len(r) for r in rows) < 2:
+    tabs = [l.count("\t") for l in kept]
+    if min(tabs) < 1:
         raise InputFileError(f"{path}: a line has fewer than 2 tab-separated columns; expected 'bin<TAB>contig' or CAMI format")
-    frame = pd.DataFrame([r[:3] for r in rows])
+    # the C parser on the kept lines (a Python split per line took seconds at 10^5-10^6 contigs)
+    frame = pd.read_csv(io.StringIO("\n".join(kept)), sep="\t", header=None, names=range(max(tabs) + 1), dtype=str,
+                        keep_default_na=False, quoting=csv.QUOTE_NONE, engine="c").iloc[:, :3]
     if header is not None:
         cols = [c.strip().lstrip("@").upper() for c in lines[header].split("\t")]
         frame.columns = [{"SEQUENCEID": "contig", "BINID": "bin", "LENGTH": "length"}.get(c, c) for c in cols[: frame.shape[1]]]
@@ -141,6 +145,8 @@ def score(bins: pd.DataFrame, truth: pd.DataFrame, lengths: pd.Series | None = N
         return int(ok["genome"].nunique())
 
     binned = table.dropna(subset=["bin"])
+    from sklearn.metrics import adjusted_rand_score  # here: importing sklearn takes ~2 s, and the app reads bins
+
     ari = float(adjusted_rand_score(binned["genome"], binned["bin"])) if len(binned) else 0.0
     return Scores(
         precision=p, recall=r, f1=_f1(p, r), precision_bp=pb, recall_bp=rb, f1_bp=_f1(pb, rb),

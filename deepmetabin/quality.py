@@ -61,8 +61,12 @@ def _bin_labels(labels: np.ndarray | pd.Series | list, n: int) -> pd.Series:
     lab = pd.Series(np.asarray(labels, dtype=object) if not isinstance(labels, pd.Series) else labels.to_numpy(object))
     if len(lab) != n:
         raise ValueError(f"labels has {len(lab)} entries for {n} contigs; give one bin label per contig row")
-    unbinned = lab.isna() | lab.map(lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v == -1)
-    return lab.mask(unbinned)
+    values = lab.to_numpy(object)
+    minus_one = np.asarray(values == -1, dtype=bool)  # element-wise in C (a Python call per contig took 0.2 s per 10^5)
+    cand = np.flatnonzero(minus_one)  # -1 counts as an integer only (not -1.0, not a bool)
+    ok = np.fromiter((isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values[cand]), bool, count=len(cand))
+    minus_one[cand[~ok]] = False
+    return lab.mask(lab.isna() | minus_one)
 
 
 def bin_quality(

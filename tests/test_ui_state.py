@@ -393,3 +393,29 @@ def test_graph_edges_drawn_are_those_in_view_and_a_uniform_sample_when_too_many(
     assert len(rows) == 1000
     far = (seg.iloc[rows]["x0"].to_numpy() > 5).mean()
     assert 0.4 < far < 0.6  # both clusters sampled in proportion, not the first rows of the matrix
+
+
+def test_categorical_shading_matches_datashader():
+    """The map's own drawing of categorical points gives datashader's count_cat + shade image (colour
+    and alpha), on a few categories and on hundreds (a colour per bin), empty pixels transparent."""
+    import datashader as ds
+    from datashader import transfer_functions as tf
+
+    from deepmetabin.ui import views
+
+    rng = np.random.default_rng(0)
+    for n_cats in (3, 300):
+        n = 20_000
+        df = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n),
+                           "bin": pd.Categorical(rng.integers(0, n_cats, n).astype(str))})
+        xr_, yr_ = (-3.0, 3.0), (-2.5, 2.5)
+        agg = ds.Canvas(160, 120, x_range=xr_, y_range=yr_).points(df, "x", "y", ds.count_cat("bin"))
+        key = views._color_key(sorted(df["bin"].cat.categories))
+        want = tf.shade(agg, color_key=key, how="eq_hist", min_alpha=60, rescale_discrete_levels=True)
+        a = want.data.view(np.uint8).reshape(*want.shape, 4)
+        got = views.category_image(df, "bin", key, x_range=xr_, y_range=yr_, width=160, height=120, min_alpha=60)
+        b = np.stack([got.dimension_values(c, flat=False) for c in "RGBA"], axis=-1)
+        seen = a[..., 3] > 0
+        assert 0.05 < seen.mean() < 0.95
+        np.testing.assert_array_equal(a[..., 3], b[..., 3])
+        assert np.abs(a[seen, :3].astype(int) - b[seen, :3]).max() <= 1

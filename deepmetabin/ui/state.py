@@ -150,7 +150,8 @@ class RunData:
         return self.points()
 
     def points(self) -> pd.DataFrame:
-        """One row per contig: contig, x, y (UMAP), length, log10 length, GC, log depth per sample."""
+        """One row per contig: contig, x, y (UMAP), length, log10 length, GC, log depth per sample, and the
+        integer GMVAE component, DBSCAN seed and propagated label (the views make them categorical)."""
         xy = self.umap
         f = self.frame
         out = pd.DataFrame({"row": np.arange(len(f)), "contig": self.ids, "x": xy[:, 0], "y": xy[:, 1],
@@ -159,10 +160,10 @@ class RunData:
         for s in self.samples:
             out[f"log_depth:{s}"] = np.log1p(f[f"depth:{s}"].to_numpy(np.float64))
         if self.components is not None:
-            out["component"] = self.components.astype(str)
+            out["component"] = self.components
         if self.run.done("graph"):
-            out["seed"] = self.graph.seeds.astype(str)
-            out["label"] = self.graph.labels.astype(str)
+            out["seed"] = self.graph.seeds
+            out["label"] = self.graph.labels
         return out
 
 
@@ -272,8 +273,9 @@ class CurationState(param.Parameterized):
         pairs = self.data.cannot_links
         out = np.zeros(len(self.data.ids), bool)
         if len(pairs):
-            a = self.binset.assignment
-            same = (a[pairs[:, 0]] == a[pairs[:, 1]]) & (a[pairs[:, 0]] != UNBINNED)
+            a = pd.factorize(self.binset.assignment)[0]  # integer codes: compared fast over millions of pairs
+            unbinned = a[np.flatnonzero(self.binset.assignment == UNBINNED)[:1]]
+            same = (a[pairs[:, 0]] == a[pairs[:, 1]]) & ~np.isin(a[pairs[:, 0]], unbinned)
             out[pairs[same].ravel()] = True
         return out
 

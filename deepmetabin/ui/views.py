@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import scipy.sparse as sp
-from holoviews.operation.datashader import datashade, dynspread, rasterize
+from datashader import transfer_functions as tf
+from holoviews.operation.datashader import dynspread, rasterize
 
 from ..bins import UNBINNED
 from .state import CurationState, TrainingState
@@ -25,8 +26,14 @@ HOVER_MAX = 5000  # hover markers only when fewer points than this are in view
 CATEGORICAL = ("bin", "component", "conflict", "seed", "label")
 
 
-def _categorical(values: np.ndarray) -> pd.Categorical:
-    return pd.Categorical(np.asarray(values).astype(str))
+def _categorical(values: np.ndarray | pd.Series) -> pd.Categorical:
+    """Values as a categorical of strings; integer columns are factorised as integers first (converting
+    10^5-10^6 integers to strings before factorising took most of a session's map set-up)."""
+    values = np.asarray(values)
+    if values.dtype.kind in "iub":
+        cat = pd.Categorical(values)
+        return cat.rename_categories([str(c) for c in cat.categories])
+    return pd.Categorical(values.astype(str))
 
 
 def _color_key(cats, key: dict[str, str] | None = None) -> dict[str, str]:
@@ -66,26 +73,72 @@ def colour_options(state: CurationState) -> list[str]:
     return opts + [c for c in df.columns if c.startswith("log_depth:")]
 
 
-def _growing_key(state: CurationState, colour: str, cats: list[str]):
-    """The colour key of a categorical map, extended after every edit: a split adds a bin, and datashader
-    refuses to draw a category the key lacks (existing categories keep their colours)."""
+def category_image(df: pd.DataFrame, colour: str, key: dict[str, str], *, x_range: tuple[float, float],
+                   y_range: tuple[float, float], width: int, height: int, min_alpha: float = 60) -> hv.RGB:
+    """The points of ``df`` (x, y, categorical ``colour``) drawn into a width x height RGBA image: a
+    pixel's colour is the mean colour of its points (``key``: category -> colour), its alpha grows with
+    its point count (equalised histogram from ``min_alpha``) — what ``datashade`` with ``count_cat``
+    draws. Aggregated as one sum per colour channel plus a count instead of one count per category:
+    with a category per bin or per graph label (hundreds), the per-category aggregate was a
+    H x W x C array (600 MB at 477 labels) and most of a re-render."""
+    codes = df[colour].cat.codes.to_numpy()
+    palette = np.array([tf.rgb(key[str(c)]) for c in df[colour].cat.categories] or [(0, 0, 0)], dtype=np.float32)
+    rgb = palette[np.maximum(codes, 0)]
+    frame = pd.DataFrame({"x": df["x"].to_numpy(), "y": df["y"].to_numpy(), "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2]})
+    canvas = ds.Canvas(plot_width=int(width), plot_height=int(height), x_range=tuple(x_range), y_range=tuple(y_range))
+    agg = canvas.points(frame, "x", "y", agg=ds.summary(n=ds.count(), r=ds.sum("r"), g=ds.sum("g"), b=ds.sum("b")))
+    n = agg["n"].data
+    with np.errstate(divide="ignore", invalid="ignore"):
+        channels = [np.where(n > 0, agg[c].data / n, 0).astype(np.uint8) for c in ("r", "g", "b")]
+    alpha = tf._interpolate_alpha(n, n, np.zeros(n.shape, dtype=bool), "eq_hist", 255, None, min_alpha, True)
+    return hv.RGB((agg.coords["x"].to_numpy(), agg.coords["y"].to_numpy(), *channels, alpha), vdims=list("RGBA"))
+
+
+def _categorical_layer(state: CurationState, colour: str, cats: list[str], frame_of, *, width: int, height: int,
+                       min_alpha: float = 60, max_legend: int = 25) -> tuple[hv.DynamicMap, hv.DynamicMap | None]:
+    """(image, legend): points of ``frame_of()`` drawn by :func:`category_image` for the current view and
+    plot size, redrawn after every edit; the colour key grows with the categories (a split adds a bin;
+    existing ones keep their colours); a legend (None above ``max_legend`` categories) to overlay last,
+    so that the selection tools and streams stay on the image."""
     key = _color_key(cats)
 
-    def current(version: int) -> dict[str, str]:
-        key.update(_color_key(sorted(map(str, map_frame(state)[colour].unique())), key))
-        return dict(key)
+    def current_key() -> dict[str, str]:
+        key.update(_color_key(sorted(map(str, frame_of()[colour].cat.categories)), key))
+        return key
 
-    return pn.bind(current, state.param.version)
+    w0, h0 = max(1, width - 80), max(1, height - 60)  # the frame inside axes and title, until Bokeh reports it
+
+    def image(x_range=None, y_range=None, width=None, height=None, scale=1.0, version: int = 0) -> hv.RGB:
+        df = frame_of()
+        if x_range is None or y_range is None or None in (*x_range, *y_range):
+            x_range = (float(df["x"].min()), float(df["x"].max()))
+            y_range = (float(df["y"].min()), float(df["y"].max()))
+        w, h = max(1, int(width or w0)), max(1, int(height or h0))
+        return category_image(df, colour, current_key(), x_range=x_range, y_range=y_range, width=w, height=h,
+                              min_alpha=min_alpha)
+
+    streams = [hv.streams.RangeXY(), hv.streams.PlotSize(), hv.streams.Params(state, ["version"])]
+    shaded = dynspread(hv.DynamicMap(image, streams=streams), threshold=0.6, max_px=4)
+    if len(cats) > max_legend:
+        return shaded, None
+
+    def legend(version: int = 0) -> hv.NdOverlay:
+        k = current_key()
+        present = sorted(map(str, frame_of()[colour].cat.categories))
+        return hv.NdOverlay({c: hv.Points([(np.nan, np.nan)], label=c).opts(color=k[c], size=8) for c in present})
+
+    return shaded, hv.DynamicMap(legend, streams=[hv.streams.Params(state, ["version"])])
 
 
-def _shade(element: hv.Element | hv.DynamicMap, colour: str, cats: list[str] | None, kind: str = "points",
-           state: CurationState | None = None):
+def _shade(element: hv.DynamicMap, colour: str, cats: list[str] | None, state: CurationState, *, width: int = 720,
+           height: int = 560, max_legend: int = 25) -> tuple[hv.DynamicMap, hv.DynamicMap | None]:
+    """(image, legend or None) of the map's points coloured by ``colour``: categorical columns by
+    :func:`_categorical_layer`, numeric ones as the mean per pixel of ``element``'s points (viridis)."""
     if colour in CATEGORICAL:
-        key = _growing_key(state, colour, cats or []) if state is not None else _color_key(cats or [])
-        return dynspread(datashade(element, aggregator=ds.count_cat(colour), color_key=key,
-                                   min_alpha=60), threshold=0.6, max_px=4).opts(show_legend=len(cats or []) <= 25)
+        return _categorical_layer(state, colour, cats or [], lambda: map_frame(state), width=width, height=height,
+                                  max_legend=max_legend)
     return dynspread(rasterize(element, aggregator=ds.mean(colour)), threshold=0.6, max_px=4).opts(
-        cmap="viridis", colorbar=True, clabel=colour)
+        cmap="viridis", colorbar=True, clabel=colour), None
 
 
 # ----------------------------------------------------------------------------------- latent map
@@ -98,11 +151,10 @@ def latent_map_plot(state: CurationState, colour: str = "bin", *, width: int = 7
 
     cats = sorted(map(str, map_frame(state)[colour].unique())) if colour in CATEGORICAL else None
     dmap = hv.DynamicMap(points, streams=[hv.streams.Params(state, ["version"])])
-    shaded = _shade(dmap, colour, cats, state=state).opts(
+    shaded, legend = _shade(dmap, colour, cats, state, width=width, height=height)
+    shaded = shaded.opts(
         width=width, height=height, tools=["box_select", "lasso_select"], active_tools=["box_select", "wheel_zoom"],
         xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05, title=f"latent map ({len(state.data.ids)} contigs) — colour: {colour}")
-    if colour in CATEGORICAL:
-        shaded = shaded.opts(legend_position="right")
     bounds = hv.streams.BoundsXY(source=shaded)
     lasso = hv.streams.Lasso(source=shaded)
     bounds.add_subscriber(lambda bounds: bounds is not None and state.select_box(*bounds))
@@ -128,7 +180,8 @@ def latent_map_plot(state: CurationState, colour: str = "bin", *, width: int = 7
 
     sel = hv.DynamicMap(chosen, streams=[hv.streams.Params(state, ["selection"])])
     hov = hv.DynamicMap(hover, streams=[hv.streams.RangeXY(source=shaded), hv.streams.Params(state, ["version"])])
-    return (shaded * hov * sel).opts(toolbar="above")
+    layers = shaded * hov * sel if legend is None else shaded * hov * sel * legend
+    return layers.opts(toolbar="above", legend_position="right")
 
 
 def latent_map(state: CurationState, *, width: int = 720, height: int = 560) -> pn.viewable.Viewable:
@@ -335,12 +388,13 @@ def graph_plot(state: CurationState, colour: str = "label", show_pruned: bool = 
         return hv.Points(map_frame(state)[["x", "y", colour]], ["x", "y"], [colour])
 
     cats = sorted(map(str, map_frame(state)[colour].unique()))
-    pts = _shade(hv.DynamicMap(nodes, streams=[hv.streams.Params(state, ["version"])]), colour, cats, state=state)
+    pts, legend = _shade(hv.DynamicMap(nodes, streams=[hv.streams.Params(state, ["version"])]), colour, cats, state,
+                         width=width, height=height, max_legend=12)
     c = state.data.graph.counts
     sampled = f" (zoomed out: {EDGE_DRAW_MAX:,} of them drawn)" if len(kept) > EDGE_DRAW_MAX else ""
-    return (layers * pts).opts(width=width, height=height, xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05,
-                               show_legend=len(cats) <= 12, legend_position="right",
-                               title=f"refined graph: {c.get('edges', '?')} edges kept of {c.get('edges_knn', '?')}{sampled}")
+    layers = layers * pts if legend is None else layers * pts * legend
+    return layers.opts(width=width, height=height, xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05, legend_position="right",
+                       title=f"refined graph: {c.get('edges', '?')} edges kept of {c.get('edges_knn', '?')}{sampled}")
 
 
 def graph_view(state: CurationState, *, width: int = 720, height: int = 560) -> pn.viewable.Viewable:
