@@ -422,6 +422,7 @@ def bins_stage(
         _, labels = np.unique(model.predict_proba(load_array(run_dir, "features")).argmax(1), return_inverse=True)
         k, k_rule = int(labels.max()) + 1, "argmax q(y|x) of the GMVAE (no GMM)"
     n_clusters = int(labels.max()) + 1
+    save_npy(run / "clusters.npy", labels.astype(np.int32))  # the GMM clusters before splits (the app's colouring)
     links = cannot_links(sc, contigs)
     if samples is not None:
         from .multisample import same_sample_links, split_labels_by_sample
@@ -466,7 +467,8 @@ def bins_stage(
                 "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed, "multi_split": multi_split,
                 "min_composition_silhouette": min_composition_silhouette, "assign": assign,
                 "min_depth_silhouette": min_depth_silhouette},
-        outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins"},
+        outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins",
+                 "clusters": "clusters.npy"},
         seconds=time.perf_counter() - t0,
         extra={"k": k, "k_rule": k_rule, "genomes_estimate": int(estimate), "gmm_clusters": n_clusters,
                "n_bins": len(binset.bins), "high": int((quality["tier"] == "high").sum()),

@@ -419,3 +419,52 @@ def test_categorical_shading_matches_datashader():
         assert 0.05 < seen.mean() < 0.95
         np.testing.assert_array_equal(a[..., 3], b[..., 3])
         assert np.abs(a[seen, :3].astype(int) - b[seen, :3]).max() <= 1
+
+
+def test_map_colours_by_gmm_cluster_and_table_follows_the_map_selection(state):
+    """The bins stage saves its GMM clusters (before splits), which the map offers as a colouring; contigs
+    selected on the map tick the table rows of the bins holding them (and picking rows selects contigs)."""
+    from deepmetabin.ui import views
+
+    clusters = state.data.clusters
+    assert clusters is not None and clusters.shape == (len(state.data.ids),)
+    assert "cluster" in views.colour_options(state)
+    frame = views.map_frame(state)
+    assert frame["cluster"].nunique() == len(np.unique(clusters))
+    # every bin's contigs come from GMM clusters (a split cluster gives several bins, never the reverse)
+    binned = state.binset.assignment != ""
+    per_bin = pd.DataFrame({"bin": state.binset.assignment[binned], "cluster": clusters[binned]})
+    assert (per_bin.groupby("bin")["cluster"].nunique() == 1).all()
+
+    table = views.bins_table(state)
+    big = _big_bin(state)
+    state.select_rows(state.binset.members(big)[:3])
+    assert table.value.iloc[table.selection]["bin"].tolist() == [big]
+    state.select_rows([])
+    assert table.selection == []
+    other = state.binset.bins[1]
+    table.selection = [int(np.flatnonzero(table.value["bin"] == other)[0])]
+    assert sorted(state.selection) == sorted(state.binset.members(other).tolist())
+
+
+def test_zoomed_in_contigs_get_hover_circles_sized_by_length(state, monkeypatch):
+    """Zoomed in (few contigs in view) the map and graph draw each contig as a circle sized by its length
+    with a hover tooltip; zoomed out (more than HOVER_MAX in view), none."""
+    import holoviews as hv
+
+    from deepmetabin.ui import views
+
+    xy = state.data.umap
+    lo, hi = xy.min(0), xy.max(0)
+    hover = views._hover_layer(state, hv.Points([])).callback.callable
+    whole = hover(x_range=(lo[0], hi[0]), y_range=(lo[1], hi[1]))
+    assert len(whole) == len(xy) <= views.HOVER_MAX
+    sizes, lengths = whole.dimension_values("size"), whole.dimension_values("length")
+    order = np.argsort(lengths, kind="stable")
+    assert np.all(np.diff(sizes[order]) >= 0) and sizes.min() >= 3 and sizes.max() <= 12
+    assert sizes[lengths <= 1_000].max(initial=3) <= 3 and sizes[lengths >= 100_000].min(initial=9) >= 9
+    monkeypatch.setattr(views, "HOVER_MAX", len(xy) // 4)
+    assert len(hover(x_range=(lo[0], hi[0]), y_range=(lo[1], hi[1]))) == 0
+    corner = hover(x_range=(lo[0], lo[0] + (hi[0] - lo[0]) / 3), y_range=(lo[1], lo[1] + (hi[1] - lo[1]) / 3))
+    inside = ((xy[:, 0] <= lo[0] + (hi[0] - lo[0]) / 3) & (xy[:, 1] <= lo[1] + (hi[1] - lo[1]) / 3)).sum()
+    assert len(corner) == (inside if inside <= len(xy) // 4 else 0)

@@ -142,6 +142,17 @@ class RunData:
             log.warning("%s: no GMVAE components (%s)", self.path, exc)
             return None
 
+    @cached_property
+    def clusters(self) -> np.ndarray | None:
+        """(N,) GMM cluster per contig before the contamination split (``clusters.npy`` of the bins stage), or
+        None for runs made before it was saved."""
+        saved = self.path / "clusters.npy"
+        if saved.exists():
+            labels = np.load(saved, allow_pickle=False)
+            if labels.shape == (len(self.frame),):
+                return labels.astype(np.int64)
+        return None
+
     def base_bins(self) -> BinSet:
         return self.run.bins()
 
@@ -151,7 +162,7 @@ class RunData:
 
     def points(self) -> pd.DataFrame:
         """One row per contig: contig, x, y (UMAP), length, log10 length, GC, log depth per sample, and the
-        integer GMVAE component, DBSCAN seed and propagated label (the views make them categorical)."""
+        integer GMM cluster, GMVAE component, DBSCAN seed and propagated label (the views make them categorical)."""
         xy = self.umap
         f = self.frame
         out = pd.DataFrame({"row": np.arange(len(f)), "contig": self.ids, "x": xy[:, 0], "y": xy[:, 1],
@@ -159,6 +170,8 @@ class RunData:
                             "gc": f["gc"].to_numpy(np.float64)})
         for s in self.samples:
             out[f"log_depth:{s}"] = np.log1p(f[f"depth:{s}"].to_numpy(np.float64))
+        if self.clusters is not None:
+            out["cluster"] = self.clusters
         if self.components is not None:
             out["component"] = self.components
         if self.run.done("graph"):

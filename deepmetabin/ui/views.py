@@ -23,7 +23,8 @@ from .state import CurationState, TrainingState
 hv.extension("bokeh", logo=False)
 
 HOVER_MAX = 5000  # hover markers only when fewer points than this are in view
-CATEGORICAL = ("bin", "component", "conflict", "seed", "label")
+OUTLINE_MAX = 1000  # ... and drawn (circles sized by length) when fewer than this
+CATEGORICAL = ("bin", "cluster", "component", "conflict", "seed", "label")
 
 
 def _categorical(values: np.ndarray | pd.Series) -> pd.Categorical:
@@ -69,7 +70,7 @@ def map_frame(state: CurationState) -> pd.DataFrame:
 
 def colour_options(state: CurationState) -> list[str]:
     df = map_frame(state)
-    opts = [c for c in ("bin", "component", "conflict", "gc", "log10_length") if c in df]
+    opts = [c for c in ("bin", "cluster", "component", "conflict", "gc", "log10_length") if c in df]
     return opts + [c for c in df.columns if c.startswith("log_depth:")]
 
 
@@ -141,6 +142,40 @@ def _shade(element: hv.DynamicMap, colour: str, cats: list[str] | None, state: C
         cmap="viridis", colorbar=True, clabel=colour), None
 
 
+def _selected_layer(state: CurationState) -> hv.DynamicMap:
+    """The selected contigs as black crosses, redrawn when the selection changes."""
+    def chosen(selection: list[int]) -> hv.Points:
+        df = map_frame(state).iloc[selection]
+        return hv.Points(df, ["x", "y"], ["contig", "bin"]).opts(color="black", marker="x", size=4, alpha=0.6,
+                                                                 tools=[])
+
+    return hv.DynamicMap(chosen, streams=[hv.streams.Params(state, ["selection"])])
+
+
+def _hover_layer(state: CurationState, source) -> hv.DynamicMap:
+    """Zoomed in (fewer than :data:`HOVER_MAX` contigs in view): each contig a hover target, a circle sized by
+    its length (1 kb: 3 px, 10 kb: 6, 100 kb+: 9-12), its outline drawn below :data:`OUTLINE_MAX` contigs in
+    view; zoomed out: nothing."""
+    def hover(x_range=None, y_range=None, version: int = 0) -> hv.Points:
+        df = map_frame(state)
+        vd = ["contig", "bin", "length", "gc"] + (["component"] if "component" in df else [])
+        if x_range is not None and y_range is not None and None not in (*x_range, *y_range):  # rows in view
+            xy = state.data.umap
+            rows = np.flatnonzero((xy[:, 0] >= x_range[0]) & (xy[:, 0] <= x_range[1])
+                                  & (xy[:, 1] >= y_range[0]) & (xy[:, 1] <= y_range[1]))
+        else:
+            rows = np.arange(len(df))
+        df = df.iloc[rows[:0] if len(rows) > HOVER_MAX else rows][["x", "y", *vd]]
+        df = df.assign(size=np.clip(3 * (np.log10(np.maximum(df["length"].to_numpy(), 1)) - 3) + 3, 3, 12))
+        outline = 0.5 if len(df) <= OUTLINE_MAX else 0.0  # circles drawn once few enough not to hide the colours
+        return hv.Points(df, ["x", "y"], [*vd, "size"]).opts(
+            size="size", fill_color=None, fill_alpha=0, selection_fill_alpha=0, nonselection_fill_alpha=0,
+            line_color="#333333", line_width=0.6, line_alpha=outline, selection_line_alpha=outline,
+            nonselection_line_alpha=outline, tools=["hover"], hover_tooltips=[(c, f"@{{{c}}}") for c in vd])
+
+    return hv.DynamicMap(hover, streams=[hv.streams.RangeXY(source=source), hv.streams.Params(state, ["version"])])
+
+
 # ----------------------------------------------------------------------------------- latent map
 def latent_map_plot(state: CurationState, colour: str = "bin", *, width: int = 720, height: int = 560) -> hv.Overlay:
     """The map itself: datashaded UMAP points coloured by ``colour``, the selection drawn on top, hover
@@ -160,26 +195,7 @@ def latent_map_plot(state: CurationState, colour: str = "bin", *, width: int = 7
     bounds.add_subscriber(lambda bounds: bounds is not None and state.select_box(*bounds))
     lasso.add_subscriber(lambda geometry: geometry is not None and state.select_polygon(geometry[:, 0], geometry[:, 1]))
 
-    def chosen(selection: list[int]) -> hv.Points:
-        df = map_frame(state).iloc[selection]
-        return hv.Points(df, ["x", "y"], ["contig", "bin"]).opts(color="black", marker="x", size=4, alpha=0.6,
-                                                                 tools=[])
-
-    def hover(x_range=None, y_range=None, version: int = 0) -> hv.Points:
-        df = map_frame(state)
-        vd = ["contig", "bin", "length", "gc"] + (["component"] if "component" in df else [])
-        if x_range is not None and y_range is not None:  # the rows in view, from the coordinates alone
-            xy = state.data.umap
-            rows = np.flatnonzero((xy[:, 0] >= x_range[0]) & (xy[:, 0] <= x_range[1])
-                                  & (xy[:, 1] >= y_range[0]) & (xy[:, 1] <= y_range[1]))
-        else:
-            rows = np.arange(len(df))
-        df = df.iloc[rows[:0] if len(rows) > HOVER_MAX else rows][["x", "y", *vd]]
-        return hv.Points(df, ["x", "y"], vd).opts(alpha=0, nonselection_alpha=0, selection_alpha=0, size=6,
-                                                  tools=["hover"])
-
-    sel = hv.DynamicMap(chosen, streams=[hv.streams.Params(state, ["selection"])])
-    hov = hv.DynamicMap(hover, streams=[hv.streams.RangeXY(source=shaded), hv.streams.Params(state, ["version"])])
+    sel, hov = _selected_layer(state), _hover_layer(state, shaded)
     layers = shaded * hov * sel if legend is None else shaded * hov * sel * legend
     return layers.opts(toolbar="above", legend_position="right")
 
@@ -196,7 +212,8 @@ BIN_COLUMNS = ["bin", "completeness", "contamination", "tier", "n_contigs", "bp"
 
 
 def bins_table(state: CurationState, *, height: int = 320) -> pn.widgets.Tabulator:
-    """One row per bin, sortable; picking rows selects their contigs (and the bins merge/accept use)."""
+    """One row per bin, sortable; picking rows selects their contigs (and the bins merge/accept use);
+    contigs selected elsewhere (map, graph, ids) tick the rows of the bins that hold them."""
     table = pn.widgets.Tabulator(state.quality()[BIN_COLUMNS], selectable="checkbox", show_index=False, disabled=True,
                                  height=height, sizing_mode="stretch_width", name="Bins",
                                  css_classes=["dmb-bins-table"])
@@ -217,8 +234,19 @@ def bins_table(state: CurationState, *, height: int = 320) -> pn.widgets.Tabulat
         finally:
             busy["flag"] = False
 
+    def on_contigs(event) -> None:  # the reverse: contigs picked on the map tick the bins that hold them
+        if busy["flag"]:
+            return
+        held = set(state.binset.assignment[np.asarray(event.new, dtype=np.int64)]) - {UNBINNED}
+        busy["flag"] = True
+        try:
+            table.selection = [i for i, b in enumerate(table.value["bin"]) if b in held]
+        finally:
+            busy["flag"] = False
+
     table.param.watch(on_select, "selection")
     state.param.watch(on_version, "version")
+    state.param.watch(on_contigs, "selection")
     return table
 
 
@@ -377,8 +405,9 @@ def _edge_layer(seg: pd.DataFrame, cmap: list[str]):
 
 def graph_plot(state: CurationState, colour: str = "label", show_pruned: bool = False, *, width: int = 720,
                height: int = 560) -> hv.Overlay:
-    """Rasterized refined edges (and pruned ones in red), nodes datashaded by seed / label / bin. Zoomed out
-    on a run of more than :data:`EDGE_DRAW_MAX` edges, a uniform sample of the edges in view is drawn."""
+    """Rasterized refined edges (and pruned ones in red), nodes datashaded by seed / label / bin, the
+    selection and, zoomed in, hover circles sized by length (as on the latent map). Zoomed out on a run of
+    more than :data:`EDGE_DRAW_MAX` edges, a uniform sample of the edges in view is drawn."""
     kept, pruned = graph_edges(state)
     layers = _edge_layer(kept, ["#bbbbbb", "#333333"])
     if show_pruned and pruned is not None and len(pruned):
@@ -392,7 +421,8 @@ def graph_plot(state: CurationState, colour: str = "label", show_pruned: bool = 
                          width=width, height=height, max_legend=12)
     c = state.data.graph.counts
     sampled = f" (zoomed out: {EDGE_DRAW_MAX:,} of them drawn)" if len(kept) > EDGE_DRAW_MAX else ""
-    layers = layers * pts if legend is None else layers * pts * legend
+    layers = layers * pts * _hover_layer(state, pts) * _selected_layer(state)
+    layers = layers if legend is None else layers * legend
     return layers.opts(width=width, height=height, xlabel="UMAP 1", ylabel="UMAP 2", padding=0.05, legend_position="right",
                        title=f"refined graph: {c.get('edges', '?')} edges kept of {c.get('edges_knn', '?')}{sampled}")
 
