@@ -419,6 +419,12 @@ def test_categorical_shading_matches_datashader():
         assert 0.05 < seen.mean() < 0.95
         np.testing.assert_array_equal(a[..., 3], b[..., 3])
         assert np.abs(a[seen, :3].astype(int) - b[seen, :3]).max() <= 1
+    empty = views.category_image(df, "bin", key, x_range=(10, 11), y_range=(10, 11), width=20, height=10)
+    assert empty.dimension_values("A").max() == 0  # a view with no points: transparent, no error
+    line = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [0.0, 0.0, 0.0], "bin": pd.Categorical(["0", "1", "0"])})
+    flat = views.category_image(line, "bin", key, x_range=views._nonzero_span((0.0, 2.0)),
+                                y_range=views._nonzero_span((0.0, 0.0)), width=20, height=10)
+    assert (flat.dimension_values("A") > 0).sum() == 3  # points on a line (a toy run's map) are drawn
 
 
 def test_map_colours_by_gmm_cluster_and_table_follows_the_map_selection(state):

@@ -95,6 +95,12 @@ def category_image(df: pd.DataFrame, colour: str, key: dict[str, str], *, x_rang
     return hv.RGB((agg.coords["x"].to_numpy(), agg.coords["y"].to_numpy(), *channels, alpha), vdims=list("RGBA"))
 
 
+def _nonzero_span(r: tuple[float, float]) -> tuple[float, float]:
+    """``r``, widened by 0.5 on each side when it has no width (datashader divides by the span)."""
+    lo, hi = float(r[0]), float(r[1])
+    return (lo - 0.5, hi + 0.5) if not hi - lo > 1e-12 else (lo, hi)
+
+
 def _categorical_layer(state: CurationState, colour: str, cats: list[str], frame_of, *, width: int, height: int,
                        min_alpha: float = 60, max_legend: int = 25) -> tuple[hv.DynamicMap, hv.DynamicMap | None]:
     """(image, legend): points of ``frame_of()`` drawn by :func:`category_image` for the current view and
@@ -114,6 +120,7 @@ def _categorical_layer(state: CurationState, colour: str, cats: list[str], frame
         if x_range is None or y_range is None or None in (*x_range, *y_range):
             x_range = (float(df["x"].min()), float(df["x"].max()))
             y_range = (float(df["y"].min()), float(df["y"].max()))
+        x_range, y_range = _nonzero_span(x_range), _nonzero_span(y_range)  # e.g. a toy run's points on a line
         w, h = max(1, int(width or w0)), max(1, int(height or h0))
         return category_image(df, colour, current_key(), x_range=x_range, y_range=y_range, width=w, height=h,
                               min_alpha=min_alpha)
