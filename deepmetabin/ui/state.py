@@ -240,11 +240,15 @@ class CurationState(param.Parameterized):
         ids = re.split(r"[\s,;]+", text_or_ids.strip()) if isinstance(text_or_ids, str) else list(text_or_ids)
         self.select_rows(self.binset.rows([i for i in ids if i]))
 
-    def select_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        """Select the contigs whose UMAP point lies in the box."""
+    def rows_in_box(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        """Rows of the contigs whose UMAP point lies in the box (edges included; corners in any order)."""
         xy = self.data.umap
         xlo, xhi, ylo, yhi = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
-        self.select_rows(np.flatnonzero((xy[:, 0] >= xlo) & (xy[:, 0] <= xhi) & (xy[:, 1] >= ylo) & (xy[:, 1] <= yhi)))
+        return np.flatnonzero((xy[:, 0] >= xlo) & (xy[:, 0] <= xhi) & (xy[:, 1] >= ylo) & (xy[:, 1] <= yhi))
+
+    def select_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        """Select the contigs whose UMAP point lies in the box."""
+        self.select_rows(self.rows_in_box(x0, y0, x1, y1))
 
     def select_polygon(self, xs, ys) -> None:
         """Select the contigs whose UMAP point lies inside the polygon (lasso)."""

@@ -167,9 +167,7 @@ def _hover_layer(state: CurationState, source) -> hv.DynamicMap:
         df = map_frame(state)
         vd = ["contig", "bin", "length", "gc"] + (["component"] if "component" in df else [])
         if x_range is not None and y_range is not None and None not in (*x_range, *y_range):  # rows in view
-            xy = state.data.umap
-            rows = np.flatnonzero((xy[:, 0] >= x_range[0]) & (xy[:, 0] <= x_range[1])
-                                  & (xy[:, 1] >= y_range[0]) & (xy[:, 1] <= y_range[1]))
+            rows = state.rows_in_box(x_range[0], y_range[0], x_range[1], y_range[1])
         else:
             rows = np.arange(len(df))
         df = df.iloc[rows[:0] if len(rows) > HOVER_MAX else rows][["x", "y", *vd]]
