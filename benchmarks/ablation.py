@@ -53,6 +53,7 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "split-ungated": ("the TNF-composition gate of the split (every contaminated cluster split)",
                       {"min_composition_silhouette": None}, {}),
     "no-depth-split": ("splitting strain mixtures by depth (min_depth_silhouette = None)", {"min_depth_silhouette": None}, {}),
+    "no-merge": ("joining fragments (< 50 % complete) to the cluster their k-NN edges point to", {"merge_fragments": False}, {}),
     "nb-exact": ("neighbour sampling: the neighbour term sums over every neighbour (neighbour_samples = None)",
                  {}, {"neighbour_samples": None}),
 }

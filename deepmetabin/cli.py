@@ -329,6 +329,8 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-length", type=int, default=1000, help="minimum contig length in bp (default 1000)")
     p.add_argument("--min-bin-size", type=int, default=200_000, help="bins below this many bp are written as unbinned (default 200000)")
     p.add_argument("--no-split", action="store_true", help="skip the constrained k-means split of contaminated clusters")
+    p.add_argument("--no-merge-fragments", action="store_true",
+                   help="keep clusters below 50%% completeness apart instead of joining them to the cluster their graph edges point to")
     p.add_argument("--no-map", action="store_true",
                    help="skip the last stage, the 2-D UMAP map of the latent means for the app (the app then makes it when opened)")
     p.add_argument("--multi-split", action="store_true",
@@ -350,7 +352,8 @@ def _run_bin(args: argparse.Namespace) -> int:
 
     threads = _threads(args.threads)
     config = Config(min_length=args.min_length, min_bin_bp=args.min_bin_size, split=not args.no_split, seed=args.seed,
-                    threads=threads, train=_train_config(args), multi_split=args.sample_separator if args.multi_split else None, map=not args.no_map)
+                    threads=threads, train=_train_config(args), multi_split=args.sample_separator if args.multi_split else None, map=not args.no_map,
+                    merge_fragments=not args.no_merge_fragments)
     times: dict[str, float] = {}
     started: dict[str, float] = {}
 

@@ -13,6 +13,9 @@ contaminated clusters, then small clusters written as unbinned.
   HiGHS): minimise the summed squared distance to the part centres subject to "every contig in one
   part" and "two linked contigs never in the same part", so the cannot-links hold by construction;
   K grows when no assignment exists. Contigs without links go to their nearest centre.
+* :func:`merge_fragments` joins each "fragment" (a cluster below ``max_completeness`` by markers: not
+  even a medium-quality genome) to the cluster that receives the majority of its k-NN graph edges,
+  unless that adds marker contamination (see its docstring: why genomes break into such fragments).
 * :func:`drop_small` marks clusters smaller than ``min_bin_bp`` (default 200 kb) as unbinned (-1).
 """
 from __future__ import annotations
@@ -28,6 +31,8 @@ from sklearn.metrics import silhouette_score
 
 if TYPE_CHECKING:
     import torch
+
+    from .contigs import Contigs, ContigTable
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +305,100 @@ def split_contaminated(
             next_label += 1
         log.info("split cluster %s (%d contigs) into %d parts", b, len(rows), parts.max() + 1)
     return labels
+
+
+def merge_fragments(
+    labels: np.ndarray,
+    graph: sp.spmatrix,
+    hits: pd.DataFrame,
+    contigs: "Contigs | ContigTable",
+    *,
+    max_completeness: float = 50.0,
+    min_edge_share: float = 0.5,
+    min_edge_fraction: float = 0.05,
+    max_added_contamination: float = 5.0,
+    groups: np.ndarray | None = None,
+    marker_set: str = "checkm_bacteria",
+) -> np.ndarray:
+    """(N,) labels in which fragment clusters are joined to the genome cluster their graph edges point to.
+
+    Why: strains of one species share most of their sequence, so reads of every strain map to the
+    shared regions and those contigs carry a mixed depth, while a strain's own regions carry its own
+    depth. The GMM then may give a genome two clusters: the shared part (with the single-copy markers,
+    which lie in the conserved core) and its strain-specific part (no markers, completeness ~0 %). Left
+    apart, the second is a bin no user can place and the genome loses that share of its contigs.
+
+    A cluster F is a fragment when its marker completeness is below ``max_completeness`` (default 50 %,
+    MIMAG's floor for a medium-quality genome). F joins cluster P when (1) P receives at least
+    ``min_edge_share`` of F's k-NN edges that leave F (unbinned ends count in the total, not as a target)
+    and at least ``min_edge_fraction`` of all of F's edges (inside ones included), (2) P itself is not a
+    fragment, and (3) P with F is at most ``max_added_contamination`` percentage points more contaminated
+    than P (default 5, MIMAG's high-quality limit): a fragment of another genome brings copies of markers
+    P already has. Condition (1b) is for marker-free fragments, which (3) cannot judge: on the
+    development runs (k = 3), a cluster of one genome sent at most 3.8 % of its edges to a cluster of
+    another genome, a genome's strain-specific part 10-15 % to its shared part. Fragments are taken in order of edge share (most
+    decided first); passes repeat until none joins, edges recounted each pass (a fragment whose edges
+    pointed to another fragment may join that one's genome cluster in the next pass).
+
+    Args:
+        labels: (N,) cluster per contig row, -1 = unbinned (left as it is).
+        graph: (N, N) k-NN graph of the contigs (any values; an edge is a stored entry, either direction).
+        hits: marker hits of ``marker_set`` (:func:`deepmetabin.markers.find_markers`) on ``contigs``.
+        groups: (N,) group per contig (the sample in multi-sample mode): edges between groups are not counted,
+            so a fragment only joins a cluster of its own group.
+    """
+    from .markers import collocated_sets, contig_rows, count_copies
+    from .quality import bin_quality, checkm_scores
+
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    g = sp.coo_matrix(graph)
+    a, b = np.concatenate([g.row, g.col]).astype(np.int64), np.concatenate([g.col, g.row]).astype(np.int64)
+    keep = a != b
+    if groups is not None:
+        groups = np.asarray(groups)
+        keep &= groups[a] == groups[b]
+    a, b = a[keep], b[keep]
+    code = np.unique(a * len(labels) + b)  # each undirected edge once per direction
+    a, b = code // len(labels), code % len(labels)
+    quality = bin_quality(labels, hits, contigs, marker_set=marker_set)
+    completeness = np.full(max(int(labels.max()) + 1, 1), 100.0)  # index = label; a label without contigs never fragments
+    contamination = np.zeros(len(completeness))
+    completeness[quality["bin"].to_numpy(np.int64)] = quality["completeness"].to_numpy(np.float64)
+    contamination[quality["bin"].to_numpy(np.int64)] = quality["contamination"].to_numpy(np.float64)
+    sets = collocated_sets(marker_set)
+    hit_rows = contig_rows(hits, contigs) if len(hits) else np.zeros(0, np.int64)
+    while True:
+        la, lb = labels[a], labels[b]
+        out = (la != lb) & (la >= 0)
+        fa, fb = la[out], lb[out]
+        frag = completeness[fa] < max_completeness
+        fa, fb = fa[frag], fb[frag]
+        if not len(fa):
+            return labels
+        total = pd.Series(fa).value_counts()
+        degree = np.bincount(la[la >= 0], minlength=len(completeness))  # edge ends of each cluster, inside ones too
+        to = pd.DataFrame({"f": fa, "p": fb})
+        to = to[to["p"] >= 0].value_counts().rename("n").reset_index()
+        to = to.sort_values("n", ascending=False, kind="stable").drop_duplicates("f")
+        to["share"] = to["n"].to_numpy() / total.reindex(to["f"]).to_numpy()
+        to["fraction"] = to["n"].to_numpy() / degree[to["f"].to_numpy(np.int64)]
+        joined = False
+        for f, p, share, fraction in to.sort_values(["share", "f"], ascending=[False, True])[["f", "p", "share", "fraction"]].itertuples(index=False):
+            f, p = int(f), int(p)
+            if share < min_edge_share or fraction < min_edge_fraction or completeness[p] < max_completeness or not (labels == f).any():
+                continue
+            union = np.isin(labels[hit_rows], (f, p))
+            comp, cont = checkm_scores(count_copies(hits[union]), sets)
+            if cont - contamination[p] > max_added_contamination:
+                log.info("fragment %d not joined to cluster %d: contamination %.1f -> %.1f %%", f, p, contamination[p], cont)
+                continue
+            log.info("fragment %d (%d contigs, completeness %.1f %%) joined to cluster %d (%.0f %% of its outgoing edges, "
+                     "%.0f %% of all)", f, int((labels == f).sum()), completeness[f], p, 100 * share, 100 * fraction)
+            labels[labels == f] = p
+            completeness[p], contamination[p] = comp, cont
+            joined = True
+        if not joined:
+            return labels
 
 
 def cannot_link_violations(labels: np.ndarray, links: np.ndarray) -> int:

@@ -351,6 +351,7 @@ def bins_stage(
     min_composition_silhouette: float | None = 0.12,
     assign: str = "gmm",
     min_depth_silhouette: float | None = 0.5,
+    merge_fragments: bool = True,
     progress: Progress | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
@@ -362,8 +363,9 @@ def bins_stage(
     cannot-links (``split``; a split is kept only when its parts differ in TNF composition, silhouette
     >= ``min_composition_silhouette``, None = always keep; a cluster that fails it is split by depth
     alone when ``min_depth_silhouette`` is set, there are >= 2 samples and its parts' depth silhouette
-    reaches it) -> clusters
-    < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
+    reaches it) -> fragments (clusters below 50 % completeness) joined to the cluster their k-NN graph
+    edges point to unless that adds contamination (``merge_fragments``,
+    :func:`deepmetabin.cluster.merge_fragments`) -> clusters < ``min_bin_bp`` unbinned. Writes ``bins.tsv``,
     ``bins.cami``, ``unbinned.tsv``, ``quality.tsv`` and ``bins/<bin>.fna``.
 
     ``multi_split`` (a separator such as ``"C"``): contig ids are ``<sample><separator>...``; K comes
@@ -442,6 +444,11 @@ def bins_stage(
                                     min_contamination=min_contamination, composition=composition,
                                     min_composition_silhouette=min_composition_silhouette or 0.0, depth=depth,
                                     min_depth_silhouette=min_depth_silhouette or 0.0, seed=seed)
+    if merge_fragments:
+        from .cluster import merge_fragments as join_fragments
+
+        refined = load_run_graph(run_dir)
+        labels = join_fragments(labels, refined.knn if refined.knn is not None else refined.graph, checkm, contigs, groups=samples)
     labels = drop_small(labels, contigs.lengths, min_bin_bp)
     binset = BinSet.from_labels(contigs.ids, labels)
     group = None
@@ -466,7 +473,7 @@ def bins_stage(
         params={"k_factor": k_factor, "split": split, "min_completeness": min_completeness,
                 "min_contamination": min_contamination, "min_bin_bp": min_bin_bp, "seed": seed, "multi_split": multi_split,
                 "min_composition_silhouette": min_composition_silhouette, "assign": assign,
-                "min_depth_silhouette": min_depth_silhouette},
+                "min_depth_silhouette": min_depth_silhouette, "merge_fragments": merge_fragments},
         outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins",
                  "clusters": "clusters.npy"},
         seconds=time.perf_counter() - t0,
@@ -516,6 +523,7 @@ class Config:
     # a strain mixture (split fails the TNF gate) is split by depth alone when its parts' depth silhouette
     # reaches this (None = never): medium F1 +0.004, NC 9.0 -> 9.7 over 3 seeds, small unchanged (ABLATION.md)
     min_depth_silhouette: float | None = 0.5
+    merge_fragments: bool = True  # join marker-poor clusters to the cluster their k-NN edges point to (cluster.merge_fragments)
     map: bool = True  # the app's 2-D UMAP of the latent means, as the last stage (False: the app makes it)
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
@@ -533,13 +541,13 @@ class Config:
                      "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed,
                      "multi_split": self.multi_split, "min_composition_silhouette": self.min_composition_silhouette,
                      **({} if self.assign == "gmm" else {"assign": self.assign}),
-                     "min_depth_silhouette": self.min_depth_silhouette},
+                     "min_depth_silhouette": self.min_depth_silhouette, "merge_fragments": self.merge_fragments},
             "map": {"seed": self.seed, "max_fit": 100_000, "n_neighbors": 15},
         }
 
 
 STAGES = ("features", "graph", "markers", "train", "bins", "map")
-_UPSTREAM = {"features": (), "graph": ("features",), "markers": ("features",), "train": ("graph",), "bins": ("train", "markers"),
+_UPSTREAM = {"features": (), "graph": ("features",), "markers": ("features",), "train": ("graph",), "bins": ("graph", "train", "markers"),
              "map": ("train",)}
 
 
@@ -664,8 +672,8 @@ def run(
                 bins_stage(out, k_factor=config.k_factor, split=config.split, min_completeness=config.min_completeness,
                            min_contamination=config.min_contamination, min_bin_bp=config.min_bin_bp, seed=config.seed,
                            multi_split=config.multi_split, min_composition_silhouette=config.min_composition_silhouette,
-                           assign=config.assign, min_depth_silhouette=config.min_depth_silhouette, progress=prog("bins"),
-                           device=device)
+                           assign=config.assign, min_depth_silhouette=config.min_depth_silhouette,
+                           merge_fragments=config.merge_fragments, progress=prog("bins"), device=device)
             else:
                 map_stage(out, seed=config.seed, max_fit=requests["map"]["max_fit"], progress=prog("map"))
             mark(stage)

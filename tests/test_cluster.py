@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
 from deepmetabin.cluster import cannot_link_violations, constrained_kmeans, drop_small, gmm, split_contaminated
@@ -141,3 +142,92 @@ def test_gmm_fits_a_sample_and_reports_progress():
     assert out.shape == (len(x),) and adjusted_rand_score(labels, out) == 1.0
     assert calls and calls[0] == (1, 200) and [c[0] for c in calls] == list(range(1, len(calls) + 1))
     np.testing.assert_array_equal(out, gmm(x, 3, seed=0, max_fit=300))  # seeded: same labels
+
+
+# ------------------------------------------------------------------ fragments (real genomes and marker hits)
+def _genome_graph(genome: np.ndarray, k: int = 3, *, seed: int = 0, cross: dict | None = None) -> sp.csr_matrix:
+    """k-NN-like graph: each contig linked to ``k`` random contigs of its own group; ``cross`` maps a
+    group to [(other group, probability), ...]: each edge of that group goes there with that probability."""
+    rng = np.random.default_rng(seed)
+    rows, cols = [], []
+    for i, g in enumerate(genome):
+        for _ in range(k):
+            target, u = g, rng.random()
+            for other, prob in (cross or {}).get(g, []):
+                if u < prob:
+                    target = other
+                    break
+                u -= prob
+            rows.append(i)
+            cols.append(rng.choice(np.flatnonzero(genome == target)))
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(genome), len(genome)))
+
+
+def _fragment_case():
+    """S. suis cut into a marker-carrying core (cluster 0) and a marker-free part (cluster 2); H. pylori
+    (cluster 1); the renamed S. suis copy (cluster 3)."""
+    from markers_data import DUP, HPYLORI, SSUIS, data
+
+    d = data()
+    hits = d.hits["checkm_bacteria"]
+    carriers = np.isin(d.contigs.ids, hits["contig"].unique())
+    labels = np.select([d.genome == SSUIS, d.genome == HPYLORI, d.genome == DUP], [0, 1, 3]).astype(np.int64)
+    ssuis = np.flatnonzero((d.genome == SSUIS) & ~carriers)
+    labels[ssuis[: len(ssuis) // 2]] = 2
+    return d, hits, labels
+
+
+def test_a_marker_free_fragment_joins_the_genome_its_edges_point_to():
+    from deepmetabin.cluster import merge_fragments
+    from deepmetabin.quality import bin_quality
+
+    d, hits, labels = _fragment_case()
+    q = bin_quality(labels, hits, d.contigs).set_index("bin")
+    assert q.loc[2, "completeness"] < 5 and q.loc[0, "completeness"] > 90  # the case is what it claims
+    # edges follow the true genome (S. suis core and fragment are one genome to the graph)
+    genome = np.where(labels == 2, 0, labels)
+    out = merge_fragments(labels, _genome_graph(genome), hits, d.contigs)
+    assert (out[labels == 2] == 0).all()
+    assert (out[labels != 2] == labels[labels != 2]).all()  # nothing else moves
+    # unbinned contigs stay unbinned, and do not count as a target
+    labels_u = labels.copy()
+    labels_u[labels == 0] = -1
+    assert np.array_equal(merge_fragments(labels_u, _genome_graph(genome), hits, d.contigs), labels_u)
+
+
+def test_a_fragment_of_another_genome_is_refused_by_its_markers():
+    from deepmetabin.cluster import merge_fragments
+    from deepmetabin.quality import bin_quality
+
+    d, hits, labels = _fragment_case()
+    labels[labels == 2] = 0
+    # a third of the S. suis copy (with its markers) as a fragment whose edges all go to S. suis
+    dup = np.flatnonzero(labels == 3)
+    labels[dup[: len(dup) // 3]] = 4
+    q = bin_quality(labels, hits, d.contigs).set_index("bin")
+    assert 10 < q.loc[4, "completeness"] < 50
+    genome = np.where(labels == 4, 0, labels)
+    out = merge_fragments(labels, _genome_graph(genome), hits, d.contigs)
+    assert np.array_equal(out, labels)
+    # without the contamination check it would have joined
+    loose = merge_fragments(labels, _genome_graph(genome), hits, d.contigs, max_added_contamination=1000)
+    assert (loose[labels == 4] == 0).all()
+
+
+def test_a_fragment_without_a_majority_target_or_across_groups_stays():
+    from deepmetabin.cluster import merge_fragments
+
+    d, hits, labels = _fragment_case()
+    frag = labels == 2
+    genome = np.where(frag, 0, labels)
+    # a fragment with its own edges: 40 % of them leave, spread over three clusters (none gets half)
+    g = _genome_graph(labels, cross={2: [(0, 0.15), (1, 0.15), (3, 0.1)]})
+    assert np.array_equal(merge_fragments(labels, g, hits, d.contigs), labels)
+    # all leaving edges go to S. suis, but they are 3 % of the fragment's edges: a separate cluster, loosely near
+    g = _genome_graph(labels, cross={2: [(0, 0.03)]})
+    assert np.array_equal(merge_fragments(labels, g, hits, d.contigs), labels)
+    g = _genome_graph(labels, cross={2: [(0, 0.3)]})  # 30 %: it joins
+    assert (merge_fragments(labels, g, hits, d.contigs)[frag] == 0).all()
+    # groups: the fragment is in another sample than every other cluster -> its edges do not count
+    groups = np.where(frag, "S2", "S1")
+    assert np.array_equal(merge_fragments(labels, _genome_graph(genome), hits, d.contigs, groups=groups), labels)
