@@ -80,7 +80,7 @@ def config_for(variant: str, seed: int, threads: int) -> Config:
     return Config(seed=seed, threads=threads, train=replace(TrainConfig(seed=seed), **tc), **cfg)
 
 
-def run_variant(folder: Path, variant: str, seed: int, threads: int) -> tuple[Path, float]:
+def run_variant(folder: Path, variant: str, seed: int, threads: int, resume_default: bool = False) -> tuple[Path, float]:
     """Run one variant (from a copy of the default run) -> run folder, seconds of the stages that ran."""
     base = WORK / folder.name / f"s{seed}" / "default"
     out = base.parent / variant
@@ -91,7 +91,8 @@ def run_variant(folder: Path, variant: str, seed: int, threads: int) -> tuple[Pa
     ran: list[str] = []
     t0 = time.perf_counter()
     run(folder / "contigs.fna.gz", out, depth_table=folder / "depth.tsv", config=config_for(variant, seed, threads),
-        resume=True, force=variant == "default",  # the default always from scratch: code may have changed
+        # the default from scratch (code may have changed), unless asked to keep the stages whose settings did not change
+        resume=True, force=variant == "default" and not resume_default,
         on_stage=lambda stage, what: ran.append(stage) if what == "start" else None)
     log.info("%s %s seed %d: ran %s in %.0f s", folder.name, variant, seed, ran or "nothing", time.perf_counter() - t0)
     return out, time.perf_counter() - t0
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume-default", action="store_true",
+                   help="rerun only the default's stages whose settings changed (when the code change is in those stages only)")
     p.add_argument("--report-only", action="store_true", help="only rewrite ABLATION.md from the table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 for variant in variants:
                     version = code_version()
-                    out, secs = run_variant(folder, variant, seed, args.threads)
+                    out, secs = run_variant(folder, variant, seed, args.threads, args.resume_default)
                     row = {"dataset": folder.name, "variant": variant, "seed": seed, **score_run(out, folder, lengths),
                            "stage_seconds": round(secs, 1), "version": version,
                            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
