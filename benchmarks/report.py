@@ -3,7 +3,8 @@ benchmarks/results/summary.png from benchmarks/results/<dataset>.tsv (written by
 
     .venv/bin/python benchmarks/report.py [--results benchmarks/results] [--out benchmarks/RESULTS.md]
 
-Per tool and dataset the latest row of each seed counts; several seeds are reported as mean ± SD
+Per tool and dataset the latest row of each seed counts, among the rows of the tool's newest version
+(rows of an older version of the code are not averaged with new ones); several seeds are reported as mean ± SD
 (and min–max for NC/MQ), never the best seed. The section is put right after the title; the other
 sections of RESULTS.md are kept as they are.
 """
@@ -21,12 +22,14 @@ DATASET_ORDER = ("small", "medium", "multi")
 
 
 def load(results: Path) -> dict[str, pd.DataFrame]:
-    """results/<dataset>.tsv -> {dataset: rows}, only the latest row per (tool, seed)."""
+    """results/<dataset>.tsv -> {dataset: rows}, only the latest row per (tool, seed) of each tool's newest version."""
     out = {}
     files = sorted(results.glob("*.tsv"), key=lambda p: (DATASET_ORDER.index(p.stem) if p.stem in DATASET_ORDER else 99, p.stem))
     for path in files:
         rows = pd.read_csv(path, sep="\t", dtype={"tool": str, "options": str, "version": str})
-        rows = rows.sort_values("date").drop_duplicates(["tool", "seed"], keep="last")
+        rows = rows.sort_values("date", kind="stable")
+        newest = rows.groupby("tool")["version"].transform("last")
+        rows = rows[rows["version"] == newest].drop_duplicates(["tool", "seed"], keep="last")
         out[path.stem] = rows
     return out
 

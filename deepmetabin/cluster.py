@@ -46,7 +46,17 @@ class _Mixture:
 
         k, d = means.shape
         cov = covariances.double() + reg_covar * torch.eye(d, dtype=torch.float64, device=means.device)
-        chol = torch.linalg.cholesky(cov)  # (K, d, d) lower, cov = L L^T
+        chol, info = torch.linalg.cholesky_ex(cov)  # (K, d, d) lower, cov = L L^T
+        if bool((info != 0).any()):
+            # a component on fewer than d + 1 distinct rows (or float cancellation in E[xx] - mu mu^T) can
+            # leave a covariance not positive definite even with reg_covar added; scikit-learn stops there.
+            # Its eigenvalues are raised to reg_covar instead (the nearest such matrix in Frobenius norm).
+            bad = torch.nonzero(info).flatten()
+            vals, vecs = torch.linalg.eigh(cov[bad])
+            cov[bad] = (vecs * vals.clamp_min(reg_covar)[:, None, :]) @ vecs.transpose(1, 2)
+            cov[bad] = 0.5 * (cov[bad] + cov[bad].transpose(1, 2))
+            chol = torch.linalg.cholesky(cov)
+            log.info("GMM: %d of %d covariances not positive definite; eigenvalues raised to %g", len(bad), k, reg_covar)
         eye = torch.eye(d, dtype=torch.float64, device=means.device).expand(k, d, d)
         prec_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(1, 2)  # (K, d, d): P with P P^T = cov^-1
         self.k, self.d = k, d

@@ -8,6 +8,8 @@ Above ``max_fit`` contigs UMAP is fitted on a seeded sample of ``max_fit`` laten
 contigs are placed by ``UMAP.transform`` (their nearest fitted neighbours, then a few optimisation
 epochs), in chunks: fitting all 300k contigs took 9 min on 2 cores, fitting grows faster than linearly,
 and a map is for looking at, not for binning (the bins come from the GMM on the latent means).
+Up to ``EXACT_KNN_MAX`` rows the 15 nearest neighbours are computed exactly by scikit-learn and given
+to UMAP, whose own search would compile its numba code in every new process (~60 s).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 UMAP_FILE = "umap.npy"
 UMAP_META = "umap.json"
+EXACT_KNN_MAX = 100_000  # up to this many rows the map's neighbours are exact (scikit-learn), above it UMAP's own
 _LOCK = threading.Lock()  # two app sessions opening a fresh run compute the map once
 
 
@@ -67,10 +70,22 @@ def umap_embed(latent: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, max_
     import umap
 
     fit = np.arange(n) if n <= max_fit else np.sort(np.random.default_rng(seed).choice(n, size=max_fit, replace=False))
-    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(fit) - 1), random_state=seed, n_jobs=1)
+    k = min(n_neighbors, len(fit) - 1)
+    extra = {}
+    if len(fit) == n and n <= EXACT_KNN_MAX:
+        # exact neighbours from scikit-learn (< 1 s at 10k rows): UMAP's own search (pynndescent) compiles
+        # its numba code again in every new process, ~60 s on 2 cores, 80 % of the whole map stage of a
+        # 9k-contig run. Without that index UMAP cannot ``transform``, which is only needed above max_fit.
+        from sklearn.neighbors import NearestNeighbors
+
+        dist, idx = NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(latent)  # each row first: itself, as UMAP's
+        extra["precomputed_knn"] = (idx, dist, None)
+    # 200 optimisation epochs: UMAP's own default above 10k rows (500 below it, for little visible gain)
+    reducer = umap.UMAP(n_neighbors=k, random_state=seed, n_jobs=1, n_epochs=200, **extra)
     coords = np.empty((n, 2), dtype=np.float32)
     with warnings.catch_warnings():  # the spectral start's eigensolver notes its tolerance; the layout is fine
         warnings.filterwarnings("ignore", message="Exited (postprocessing|at iteration)", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
         coords[fit] = reducer.fit_transform(latent[fit])
     if progress:
         progress(len(fit), n)

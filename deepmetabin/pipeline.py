@@ -448,7 +448,11 @@ def bins_stage(
         from .cluster import merge_fragments as join_fragments
 
         refined = load_run_graph(run_dir)
+        before = len(np.unique(labels[labels >= 0]))
         labels = join_fragments(labels, refined.knn if refined.knn is not None else refined.graph, checkm, contigs, groups=samples)
+        fragments_joined = before - len(np.unique(labels[labels >= 0]))
+    else:
+        fragments_joined = 0
     labels = drop_small(labels, contigs.lengths, min_bin_bp)
     binset = BinSet.from_labels(contigs.ids, labels)
     group = None
@@ -477,7 +481,8 @@ def bins_stage(
         outputs={"bins": "bins.tsv", "cami": "bins.cami", "unbinned": "unbinned.tsv", "quality": "quality.tsv", "fasta": "bins",
                  "clusters": "clusters.npy"},
         seconds=time.perf_counter() - t0,
-        extra={"k": k, "k_rule": k_rule, "genomes_estimate": int(estimate), "gmm_clusters": n_clusters,
+        extra={"k": k, "k_rule": k_rule, "gmm_init": "best of k-means runs (cluster.gmm default)" if assign == "gmm" else None,
+               "genomes_estimate": int(estimate), "gmm_clusters": n_clusters, "fragments_joined": fragments_joined,
                "n_bins": len(binset.bins), "high": int((quality["tier"] == "high").sum()),
                "medium": int((quality["tier"] == "medium").sum()), "binned_bp": binned_bp,
                "cannot_link_violations": cannot_link_violations(labels, links)},

@@ -231,3 +231,25 @@ def test_a_fragment_without_a_majority_target_or_across_groups_stays():
     # groups: the fragment is in another sample than every other cluster -> its edges do not count
     groups = np.where(frag, "S2", "S1")
     assert np.array_equal(merge_fragments(labels, _genome_graph(genome), hits, d.contigs, groups=groups), labels)
+
+
+def test_gmm_survives_a_covariance_that_is_not_positive_definite():
+    import torch
+
+    from deepmetabin.cluster import _Mixture
+
+    d = 3
+    good = torch.eye(d, dtype=torch.float64)
+    bad = torch.diag(torch.tensor([1.0, 0.5, -0.01], dtype=torch.float64))  # -0.01 + reg 1e-4 < 0
+    m = _Mixture(torch.tensor([0.5, 0.5]), torch.zeros(2, d), torch.stack([good, bad]), reg_covar=1e-4)
+    x = torch.randn(20, d)
+    lp = m.weighted_log_prob(x)
+    assert lp.shape == (20, 2) and torch.isfinite(lp).all()
+    # the good component is untouched: its density is the standard normal's
+    expected = np.log(0.5) - 0.5 * d * np.log(2 * np.pi) - 0.5 * np.log(1 + 1e-4) * d - 0.5 * (x.double() ** 2).sum(1) / (1 + 1e-4)
+    assert np.allclose(lp[:, 0].double().numpy(), expected.numpy(), atol=1e-4)
+    # and a fit with more components than distinct rows (tied points) ends with labels, no error
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.normal(size=(6, 4)), 30, axis=0).astype(np.float32)
+    labels = gmm(x, 6, seed=0, init="k-means++")
+    assert len(labels) == len(x) and len(np.unique(labels)) <= 6
