@@ -27,6 +27,8 @@ def load(results: Path) -> dict[str, pd.DataFrame]:
     files = sorted(results.glob("*.tsv"), key=lambda p: (DATASET_ORDER.index(p.stem) if p.stem in DATASET_ORDER else 99, p.stem))
     for path in files:
         rows = pd.read_csv(path, sep="\t", dtype={"tool": str, "options": str, "version": str})
+        if not {"tool", "version", "seed", "date"} <= set(rows.columns):
+            continue  # another table in results/ (ablation.tsv, gmm_init.tsv), not a run.py one
         rows = rows.sort_values("date", kind="stable")
         newest = rows.groupby("tool")["version"].transform("last")
         rows = rows[rows["version"] == newest].drop_duplicates(["tool", "seed"], keep="last")
