@@ -1,8 +1,9 @@
 """Marker genes on the benchmark datasets: genome-count estimate, quality error vs truth, throughput.
 
-usage: python benchmarks/bench_markers.py [--datasets small medium] [--threads 2] [--reuse]
+usage: python benchmarks/bench_markers.py [--datasets small medium] [--gene-modes trained meta] [--threads 2] [--reuse]
 
-For each dataset (shared/bench/<name>/contigs.fna.gz + truth.tsv):
+For each dataset (shared/bench/<name>/contigs.fna.gz + truth.tsv) and gene-calling mode (``markers.GENE_MODES``:
+models trained on the assembly by GC group, or Prodigal's meta mode):
   * throughput of gene calling and of the search (sc107 + checkm_bacteria, the `markers` stage default,
     then uni56 alone), wall and CPU seconds;
   * genome-count estimates (sc107, uni56; upper median as used, and alternatives) vs the true count;
@@ -98,42 +99,43 @@ def truth_quality(labels: np.ndarray, genome: np.ndarray, lengths: np.ndarray) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["small", "medium"])
+    ap.add_argument("--gene-modes", nargs="+", default=list(M.GENE_MODES), choices=M.GENE_MODES)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--reuse", action="store_true", help="reuse cached hits (no timing)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     WORK.mkdir(parents=True, exist_ok=True)
     thr, est, mae, links = [], [], [], []
-    for name in args.datasets:
+    for name, mode in [(d, m) for d in args.datasets for m in args.gene_modes]:
         contigs = read_contigs(BENCH / name / "contigs.fna.gz")
         genome = read_truth(BENCH / name / "truth.tsv", contigs.ids)
-        cache = WORK / f"markers_{name}.tsv"
+        cache = WORK / f"markers_{name}_{mode}.tsv"
         sets = ("sc107", "checkm_bacteria", "uni56")
-        key = M.cache_key(contigs, sets)
+        key = M.cache_key(contigs, sets, gene_mode=mode)
         hits = None
         if args.reuse and cache.exists():
             k, h = M.read_markers(cache)
             hits = h if k == key else None
         if hits is None:
-            genes, gw, gc = timed(lambda: M.call_genes(contigs, threads=args.threads))
+            genes, gw, gc = timed(lambda: M.call_genes(contigs, threads=args.threads, mode=mode))
             h2, sw, sc = timed(lambda: M.search_markers(genes, contigs, marker_sets=sets[:2], threads=args.threads))
             h1, uw, uc = timed(lambda: M.search_markers(genes, contigs, marker_sets=sets[2:], threads=args.threads))
             hits = {**h2, **h1}
             M.write_markers(cache, hits, key)
             mbp = contigs.total_bp / 1e6
             thr.append(
-                f"| {name} | {mbp:.1f} | {len(genes):,} | {args.threads} | {gw:.0f} / {gc:.0f} | {sw:.0f} / {sc:.0f} | "
+                f"| {name} | {mode} | {mbp:.1f} | {len(genes):,} | {args.threads} | {gw:.0f} / {gc:.0f} | {sw:.0f} / {sc:.0f} | "
                 f"{mbp / ((gw + sw) / 60):.0f} | {mbp / ((gc + sc) / 60):.0f} | {uw:.0f} / {uc:.0f} |"
             )
         n_true = len(set(genome))
         for s in ("sc107", "uni56"):
             c = M.marker_counts(hits[s]).to_numpy()
             est.append(
-                f"| {name} | {s} | {n_true} | **{M.estimate_genomes(hits[s])}** | {np.median(c):.1f} | {c.mean():.1f} | "
+                f"| {name} | {mode} | {s} | {n_true} | **{M.estimate_genomes(hits[s])}** | {np.median(c):.1f} | {c.mean():.1f} | "
                 f"{np.percentile(c, 75):.1f} | {np.bincount(c).argmax()} | {len(c)} |"
             )
         for s in ("sc107", "uni56"):
-            row = [f"| {name} | {s} |"]
+            row = [f"| {name} | {mode} | {s} |"]
             for split in (False, True):
                 cl = M.cannot_links(hits[s], contigs, split_genes=split)
                 same = (genome[cl[:, 0]] == genome[cl[:, 1]]).sum()
@@ -143,24 +145,24 @@ def main() -> None:
             q = bin_quality(labels, hits["checkm_bacteria"], contigs).merge(truth_quality(labels, genome, contigs.lengths), on="bin")
             big = q[q["comp_truth"] > 50]
             mae.append(
-                f"| {name} | {scen} | {len(big)} | {np.abs(big.completeness - big.comp_truth).mean():.1f} | "
+                f"| {name} | {mode} | {scen} | {len(big)} | {np.abs(big.completeness - big.comp_truth).mean():.1f} | "
                 f"{np.abs(big.contamination - big.cont_share).mean():.1f} | {np.abs(big.contamination - big.cont_copies).mean():.1f} | "
                 f"{(big.completeness - big.comp_truth).max():+.1f} / {(big.completeness - big.comp_truth).min():+.1f} | "
                 f"{(big.contamination - big.cont_copies).abs().max():.1f} |"
             )
-            q.to_csv(WORK / f"quality_{name}_{scen}.tsv", sep="\t", index=False, float_format="%.2f")
+            q.to_csv(WORK / f"quality_{name}_{mode}_{scen}.tsv", sep="\t", index=False, float_format="%.2f")
     if thr:
-        print("| dataset | Mbp | genes | threads | genes wall / CPU s | search sc107+checkm wall / CPU s | Mbp/min (wall) | Mbp/min per CPU | uni56 search wall / CPU s |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| dataset | gene calling | Mbp | genes | threads | genes wall / CPU s | search sc107+checkm wall / CPU s | Mbp/min (wall) | Mbp/min per CPU | uni56 search wall / CPU s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(thr), "\n")
-    print("| dataset | set | true genomes | estimate (upper median) | median | mean | 3rd quartile | mode | markers found |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| dataset | gene calling | set | true genomes | estimate (upper median) | median | mean | 3rd quartile | mode | markers found |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(est), "\n")
-    print("| dataset | set | pairs | same-genome (false) pairs | with split-gene pairs | same-genome |")
-    print("|---|---|---|---|---|---|")
+    print("| dataset | gene calling | set | pairs | same-genome (false) pairs | with split-gene pairs | same-genome |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(links), "\n")
-    print("| dataset | bins | n (truth compl. > 50 %) | MAE completeness | MAE contamination vs bp share | MAE contamination vs genome copies | compl. error max / min | max abs contamination error (genome copies) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| dataset | gene calling | bins | n (truth compl. > 50 %) | MAE completeness | MAE contamination vs bp share | MAE contamination vs genome copies | compl. error max / min | max abs contamination error (genome copies) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(mae))
 
 

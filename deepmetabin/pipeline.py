@@ -222,12 +222,14 @@ def markers_stage(
     marker_sets: Sequence[str] | None = None,
     progress: Progress | None = None,
     scheduler: Scheduler = None,
+    gene_mode: str = "trained",
 ) -> dict[str, Any]:
     """Add ``markers.tsv`` (single-copy marker hits, :mod:`deepmetabin.markers`) to a run folder.
 
     Hits are reused when ``markers.tsv`` is intact and was made from the same contig sequences and
-    marker set versions; a damaged file is recomputed. ``marker_sets`` default: ``sc107`` (genome count,
-    cannot-links) and ``checkm_bacteria`` (completeness / contamination). ``scheduler``: a Dask
+    marker set versions and gene mode; a damaged file is recomputed. ``marker_sets`` default: ``sc107``
+    (genome count, cannot-links) and ``checkm_bacteria`` (completeness / contamination). ``gene_mode``: one of
+    :data:`deepmetabin.markers.GENE_MODES` (genes by models trained on the contigs, or Prodigal's meta mode). ``scheduler``: a Dask
     scheduler address (or ``distributed.Client``) to call genes and search them on, per chunk of
     contigs; same hits.
     """
@@ -239,11 +241,11 @@ def markers_stage(
     manifest = load_manifest(run_dir)
     with thread_limits(threads):
         hits = cached_markers(contigs, Path(run_dir) / "markers.tsv", marker_sets=sets, threads=threads, progress=progress,
-                              scheduler=scheduler)
+                              scheduler=scheduler, gene_mode=gene_mode)
     count_set = "sc107" if "sc107" in hits else sets[0]
     return record_stage(
         run_dir, manifest, "markers",
-        params={"marker_sets": cache_key(contigs, sets)["sets"]},
+        params={"marker_sets": cache_key(contigs, sets)["sets"], "gene_mode": gene_mode},
         outputs={"markers": "markers.tsv"},
         seconds=time.perf_counter() - t0,
         extra={
@@ -529,6 +531,7 @@ class Config:
     # reaches this (None = never): medium F1 +0.004, NC 9.0 -> 9.7 over 3 seeds, small unchanged (ABLATION.md)
     min_depth_silhouette: float | None = 0.5
     merge_fragments: bool = True  # join marker-poor clusters to the cluster their k-NN edges point to (cluster.merge_fragments)
+    gene_mode: str = "trained"  # markers.GENE_MODES: Prodigal models trained on the contigs by GC group, or "meta"
     map: bool = True  # the app's 2-D UMAP of the latent means, as the last stage (False: the app makes it)
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
@@ -540,7 +543,7 @@ class Config:
         return {
             "features": {"min_length": self.min_length},
             "graph": {"k": self.k, "seed": self.seed, **({} if self.refine else {"refine": False})},
-            "markers": {},
+            "markers": {"gene_mode": self.gene_mode},
             "train": json_safe({k: v for k, v in asdict(tc).items() if k not in ("threads", "device")}),
             "bins": {"k_factor": self.k_factor, "split": self.split, "min_completeness": self.min_completeness,
                      "min_contamination": self.min_contamination, "min_bin_bp": self.min_bin_bp, "seed": self.seed,
@@ -669,7 +672,7 @@ def run(
                 graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, refine=config.refine, progress=prog("graph"))
             elif stage == "markers":
                 markers_stage(out, threads=config.threads, marker_sets=DEFAULT_STAGE_SETS, progress=prog("markers"),
-                              scheduler=scheduler)
+                              scheduler=scheduler, gene_mode=config.gene_mode)
             elif stage == "train":
                 # a checkpoint continues only the same training (a killed run); new inputs or settings start over
                 train_stage(out, tc, resume=True, callbacks=train_callbacks, restart_on_mismatch=True)

@@ -80,13 +80,59 @@ def test_expected_markers_found_on_a_real_genome():
 
 
 def test_hits_do_not_depend_on_threads_or_companions():
+    """Meta mode calls genes per contig: a contig's hits do not depend on the others or on threads.
+    (Trained mode trains on the assembly, so there they may; see the trained-mode tests.)"""
     c = few_marker_contigs(4)
-    one = M.find_markers(c, marker_set="sc107", threads=1)
-    two = M.find_markers(c, marker_set="sc107", threads=2)
+    one = M.find_markers(c, marker_set="sc107", threads=1, gene_mode="meta")
+    two = M.find_markers(c, marker_set="sc107", threads=2, gene_mode="meta")
     pd.testing.assert_frame_equal(one.drop(columns="evalue"), two.drop(columns="evalue"))
-    _, shared = data().subset(SSUIS)
-    expect = shared["sc107"][shared["sc107"]["contig"].isin(set(c.ids))].reset_index(drop=True)
+    more = M.find_markers(few_marker_contigs(8), marker_set="sc107", gene_mode="meta")
+    expect = more[more["contig"].isin(set(c.ids))].reset_index(drop=True)
+    assert len(expect) > 0
     pd.testing.assert_frame_equal(one.drop(columns="evalue"), expect.drop(columns="evalue"))
+
+
+# ------------------------------------------------------------------------------ trained gene models
+def test_trained_gene_models_cover_equal_bp_gc_groups(monkeypatch):
+    contigs = data().contigs  # S. suis, H. pylori and a copy of S. suis: 5.8 Mbp
+    models = M.train_gene_models(contigs, min_group_bp=1_000_000, max_train_bp=600_000, threads=2)
+    assert models is not None and len(models.training) == len(models.gc_edges) + 1 == 5
+    assert (np.diff(models.gc_edges) > 0).all()
+    group = models.group(contigs.gc)
+    bp = np.bincount(group, weights=contigs.lengths, minlength=5)
+    assert np.abs(bp - contigs.total_bp / 5).max() <= contigs.lengths.max()  # equal bp, up to one contig
+    gc_of = [contigs.gc[group == g] for g in range(5)]
+    assert all(a.max() <= b.min() for a, b in zip(gc_of, gc_of[1:]))  # groups are GC intervals
+    assert ((models.train_bp > 0) & (models.train_bp <= 600_000 + contigs.lengths.max())).all()
+    assert [t.translation_table for t in models.training] == [11] * 5
+    # too little sequence to train on (pyrodigal needs 20 kbp, Prodigal asks for 100 kbp+): meta mode
+    small = few_marker_contigs(2)
+    assert M.train_gene_models(small) is None
+    monkeypatch.setattr(M, "TRAIN_MIN_GROUP_BP", 10**12)
+    pd.testing.assert_frame_equal(M.find_markers(small, gene_mode="trained"), M.find_markers(small, gene_mode="meta"))
+    with pytest.raises(ValueError, match="gene mode 'single'"):
+        M.call_genes(small, mode="single")
+
+
+def test_trained_mode_finds_the_markers_meta_mode_finds():
+    """The default mode (models trained on the assembly, ~7x faster) against Prodigal's meta mode on the
+    same real genomes: the same marker genes on the same contigs, and the same completeness."""
+    d = data()
+    rows = d.rows(SSUIS, HPYLORI)
+    c = d.contigs.subset(rows)
+    meta = M.find_marker_sets(c, marker_sets=("sc107", "checkm_bacteria"), threads=2, gene_mode="meta")
+    for name in ("sc107", "checkm_bacteria"):
+        trained = d.hits[name][d.hits[name]["contig"].isin(set(c.ids))]
+        a, b = set(zip(meta[name]["contig"], meta[name]["marker"])), set(zip(trained["contig"], trained["marker"]))
+        assert len(a) > 150 and len(a & b) >= 0.97 * len(a) and len(b - a) <= 0.03 * len(a), (name, len(a), len(a & b), len(b - a))
+    from deepmetabin.quality import bin_quality
+
+    labels = d.genome[rows]
+    q_meta = bin_quality(labels, meta["checkm_bacteria"], c).set_index("bin")
+    trained = d.hits["checkm_bacteria"][d.hits["checkm_bacteria"]["contig"].isin(set(c.ids))]
+    q_trained = bin_quality(labels, trained, c).set_index("bin")
+    assert (q_trained["completeness"] - q_meta["completeness"]).abs().max() <= 2.0
+    assert (q_trained["contamination"] - q_meta["contamination"]).abs().max() <= 2.0
 
 
 def test_searching_proteins_in_chunks_gives_the_same_hits(monkeypatch):
@@ -247,6 +293,9 @@ def test_cache_reuses_intact_files_and_recomputes_damaged_ones(tmp_path, monkeyp
     assert calls == [1, 1, 1]
     M.cached_markers(other, path, marker_sets=("sc107", "uni56"))  # another set: recomputed
     assert calls == [1, 1, 1, 1]
+    M.cached_markers(other, path, marker_sets=("sc107", "uni56"), gene_mode="meta")  # other gene calling: recomputed
+    assert calls == [1, 1, 1, 1, 1]
+    assert M.read_markers(path)[0]["genes"].startswith("meta:pyrodigal-")
 
 
 def test_empty_hits_round_trip(tmp_path):
@@ -301,7 +350,7 @@ def test_cli_markers_writes_and_reuses_markers_tsv(tmp_path, capsys, caplog):
     manifest = json.loads((run / "manifest.json").read_text())
     st = manifest["stages"]["markers"]
     assert st["status"] == "done" and st["outputs"] == {"markers": "markers.tsv"}
-    assert set(st["params"]["marker_sets"]) == {"sc107", "checkm_bacteria"}
+    assert set(st["params"]["marker_sets"]) == {"sc107", "checkm_bacteria"} and st["params"]["gene_mode"] == "trained"
     sc = pipeline.load_markers(run, "sc107")
     assert set(sc["contig"]) == set(c.ids) and list(sc.columns) == M.COLUMNS
     assert len(pipeline.load_markers(run, "checkm_bacteria")) > 0
@@ -327,6 +376,8 @@ def test_cli_markers_bad_input(tmp_path, capsys):
     assert "is gone" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["markers", "--run", str(run), "--sets", "bac120"])
+    with pytest.raises(SystemExit):
+        main(["markers", "--run", str(run), "--gene-mode", "single"])
 
 
 def test_test_data_is_what_the_readme_says():
