@@ -95,7 +95,7 @@ def test_hits_do_not_depend_on_threads_or_companions():
 # ------------------------------------------------------------------------------ trained gene models
 def test_trained_gene_models_cover_equal_bp_gc_groups(monkeypatch):
     contigs = data().contigs  # S. suis, H. pylori and a copy of S. suis: 5.8 Mbp
-    models = M.train_gene_models(contigs, min_group_bp=1_000_000, max_train_bp=600_000, threads=2)
+    models = M.train_gene_models(contigs, min_group_bp=1_000_000, max_train_bp=600_000)
     assert models is not None and len(models.training) == len(models.gc_edges) + 1 == 5
     assert (np.diff(models.gc_edges) > 0).all()
     group = models.group(contigs.gc)
