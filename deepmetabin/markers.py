@@ -290,15 +290,15 @@ def _chunks(lengths: np.ndarray, n_chunks: int) -> list[tuple[int, int]]:
 
 
 #: How genes are called: ``"trained"`` — Prodigal single mode with models trained on the assembly's own
-#: long contigs, one per GC group (:func:`train_gene_models`; ~10x faster than meta mode, which scores
-#: each contig with every pre-trained model near its GC); ``"meta"`` — Prodigal's metagenomic mode (its
+#: long contigs, one per GC group (:func:`train_gene_models`; gene calling takes ~6x less CPU than meta
+#: mode, which scores each contig with every pre-trained model near its GC); ``"meta"`` — Prodigal's metagenomic mode (its
 #: 50 pre-trained models; the choice for genomes with another genetic code, e.g. Mycoplasma's table 4).
 GENE_MODES = ("trained", "meta")
 #: trained mode: at most this many GC groups, each with at least this many bp of contigs on average
 #: (fewer bp in all: meta mode), and the training set of a group capped at this many bp (its longest contigs)
 TRAIN_GROUPS = 8
 TRAIN_MIN_GROUP_BP = 2_000_000
-TRAIN_MAX_BP = 2_000_000  # Prodigal holds ~70 bytes of nodes per bp while training: ~150 MB at 2 Mbp
+TRAIN_MAX_BP = 2_000_000  # Prodigal holds ~40-50 bytes per bp while training: ~100 MB at 2 Mbp
 MIN_TRAIN_BP = 20_000  # pyrodigal's own minimum
 
 

@@ -91,6 +91,18 @@ def test_markers_on_the_cluster_equal_local(inputs, address):
     assert done == sorted(done) and calls[-1][0] == calls[-1][1] and len({t for _, t in calls}) == 1
 
 
+def test_trained_gene_models_travel_to_the_cluster(inputs, address, monkeypatch):
+    """Trained mode trains here (a few seconds) and sends the models with each chunk: same hits as local."""
+    monkeypatch.setattr(M, "TRAIN_MIN_GROUP_BP", 100_000)  # the 48 test contigs (~0.5 Mbp) get several GC groups
+    contigs = read_contigs(inputs[0])
+    models = M.train_gene_models(contigs)
+    assert models is not None and len(models.training) >= 3
+    local = M.find_marker_sets(contigs, marker_sets=("sc107",), threads=2, gene_mode="trained")
+    remote = M.find_marker_sets(contigs, marker_sets=("sc107",), scheduler=address, gene_mode="trained")
+    assert len(local["sc107"]) > 10
+    pd.testing.assert_frame_equal(local["sc107"], remote["sc107"], check_exact=True)
+
+
 def test_cli_features_and_markers_with_a_scheduler_write_the_local_run(inputs, address, tmp_path, capsys):
     fasta, bams = inputs
     base = ["-q", "features", "--contigs", str(fasta), "--bam", *map(str, bams), "--threads", "2"]

@@ -105,6 +105,15 @@ def test_trained_gene_models_cover_equal_bp_gc_groups(monkeypatch):
     assert all(a.max() <= b.min() for a, b in zip(gc_of, gc_of[1:]))  # groups are GC intervals
     assert ((models.train_bp > 0) & (models.train_bp <= 600_000 + contigs.lengths.max())).all()
     assert [t.translation_table for t in models.training] == [11] * 5
+    # models pickle (a Dask task carries them) and call the same genes after the round trip
+    import pickle
+
+    rows = np.flatnonzero(group == 2)[:5]
+    sub = contigs.subset(rows)
+    genes = M._call_chunk(sub.seq_buffer, sub.offsets, 0, models, sub.gc)
+    again = M._call_chunk(sub.seq_buffer, sub.offsets, 0, pickle.loads(pickle.dumps(models)), sub.gc)
+    assert len(genes[1]) > 5 and genes[1] == again[1]
+    np.testing.assert_array_equal(genes[0], again[0])
     # too little sequence to train on (pyrodigal needs 20 kbp, Prodigal asks for 100 kbp+): meta mode
     small = few_marker_contigs(2)
     assert M.train_gene_models(small) is None
