@@ -91,7 +91,8 @@ def ratios(summary: pd.DataFrame) -> list[str]:
                 parts.append(f"{name} / best peer's ({best}): {o[col] / peers.loc[best, col]:.3f}")
         for peer in ("metabat2", "metabat2-m1500", "vamb"):
             if peer in ok.index:
-                parts.append(f"wall / {peer}'s: {o['wall_s'] / ok.loc[peer, 'wall_s']:.1f}×")
+                r = o["wall_s"] / ok.loc[peer, "wall_s"]
+                parts.append(f"wall / {peer}'s: {r:.2f}×" if r < 1 else f"wall / {peer}'s: {r:.1f}×")
         for peer in ("vamb",):
             if peer in ok.index:
                 parts.append(f"CPU / {peer}'s: {o['cpu_s'] / ok.loc[peer, 'cpu_s']:.2f}×")

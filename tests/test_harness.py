@@ -114,7 +114,7 @@ def test_report_table_and_ratios(tmp_path):
     assert "| deepmetabin | 0,1,2 | 0.850 ± 0.050 |" in text
     assert "NC" in text and "6.0 (5–7)" in text
     assert "F1 contigs / best peer's (vamb): 1.000" in text
-    assert "wall / metabat2's: 20.0×" in text and "wall / vamb's: 0.2×" in text
+    assert "wall / metabat2's: 20.0×" in text and "wall / vamb's: 0.25×" in text
     assert "peak RSS / vamb's: 1.12×" in text
 
 
