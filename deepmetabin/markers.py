@@ -294,6 +294,7 @@ def _chunks(lengths: np.ndarray, n_chunks: int) -> list[tuple[int, int]]:
 #: mode, which scores each contig with every pre-trained model near its GC); ``"meta"`` — Prodigal's metagenomic mode (its
 #: 50 pre-trained models; the choice for genomes with another genetic code, e.g. Mycoplasma's table 4).
 GENE_MODES = ("trained", "meta")
+DEFAULT_GENE_MODE = "trained"
 #: trained mode: at most this many GC groups, each with at least this many bp of contigs on average
 #: (fewer bp in all: meta mode), and the training set of a group capped at this many bp (its longest contigs)
 TRAIN_GROUPS = 8
@@ -412,7 +413,7 @@ def _gene_models(contigs: Contigs, mode: str) -> GeneModels | None:
 
 
 def call_genes(contigs: Contigs, *, threads: int = 1, progress: Progress | None = None,
-               mode: str = "trained") -> Genes:
+               mode: str = DEFAULT_GENE_MODE) -> Genes:
     """Find genes with pyrodigal on every contig and translate them.
 
     ``mode``: one of :data:`GENE_MODES` (``"trained"``: models trained on the contigs by GC group, or
@@ -674,7 +675,7 @@ def find_marker_sets(
     threads: int = 1,
     progress: Progress | None = None,
     scheduler: Scheduler = None,
-    gene_mode: str = "trained",
+    gene_mode: str = DEFAULT_GENE_MODE,
 ) -> dict[str, pd.DataFrame]:
     """Call genes once and search them against several marker sets; see :func:`find_markers`.
 
@@ -779,7 +780,7 @@ def _find_on_cluster(contigs: Contigs, marker_sets: tuple[str, ...], scheduler: 
 
 def find_markers(
     contigs: Contigs, *, marker_set: str = "sc107", threads: int = 1, progress: Progress | None = None,
-    scheduler: Scheduler = None, gene_mode: str = "trained",
+    scheduler: Scheduler = None, gene_mode: str = DEFAULT_GENE_MODE,
 ) -> pd.DataFrame:
     """Single-copy marker hits on ``contigs``: genes by pyrodigal, profiles by pyhmmer.
 
@@ -813,7 +814,12 @@ def sequences_hash(contigs: Contigs) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_key(contigs: Contigs, marker_sets: Sequence[str], *, gene_mode: str = "trained") -> dict[str, Any]:
+def set_versions(marker_sets: Sequence[str]) -> dict[str, str]:
+    """``{set name: "<version>:<data hash>"}`` of ``marker_sets`` (part of :func:`cache_key`; cheap)."""
+    return {n: f"{marker_set(n).version}:{marker_set(n).sha256[:12]}" for n in marker_sets}
+
+
+def cache_key(contigs: Contigs, marker_sets: Sequence[str], *, gene_mode: str = DEFAULT_GENE_MODE) -> dict[str, Any]:
     """What a cached hits file must match: contig ids and sequences, sets with versions and data hashes,
     gene-calling mode (with the pyrodigal version: its models decide which genes are found)."""
     import pyrodigal
@@ -822,7 +828,7 @@ def cache_key(contigs: Contigs, marker_sets: Sequence[str], *, gene_mode: str = 
         "format": MARKERS_FORMAT,
         "ids_hash": contigs.ids_hash,
         "seq_hash": sequences_hash(contigs),
-        "sets": {n: f"{marker_set(n).version}:{marker_set(n).sha256[:12]}" for n in marker_sets},
+        "sets": set_versions(marker_sets),
         "genes": f"{gene_mode}:pyrodigal-{pyrodigal.__version__}",
     }
 
@@ -900,7 +906,7 @@ def cached_markers(
     threads: int = 1,
     progress: Progress | None = None,
     scheduler: Scheduler = None,
-    gene_mode: str = "trained",
+    gene_mode: str = DEFAULT_GENE_MODE,
 ) -> dict[str, pd.DataFrame]:
     """:func:`find_marker_sets`, cached in the file ``path`` (e.g. ``<run>/markers.tsv``).
 

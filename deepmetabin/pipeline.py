@@ -233,7 +233,7 @@ def markers_stage(
     scheduler address (or ``distributed.Client``) to call genes and search them on, per chunk of
     contigs; same hits.
     """
-    from .markers import DEFAULT_STAGE_SETS, cache_key, cached_markers, estimate_genomes
+    from .markers import DEFAULT_STAGE_SETS, cached_markers, estimate_genomes, set_versions
 
     t0 = time.perf_counter()
     sets = tuple(marker_sets or DEFAULT_STAGE_SETS)
@@ -245,7 +245,7 @@ def markers_stage(
     count_set = "sc107" if "sc107" in hits else sets[0]
     return record_stage(
         run_dir, manifest, "markers",
-        params={"marker_sets": cache_key(contigs, sets)["sets"], "gene_mode": gene_mode},
+        params={"marker_sets": set_versions(sets), "gene_mode": gene_mode},
         outputs={"markers": "markers.tsv"},
         seconds=time.perf_counter() - t0,
         extra={
