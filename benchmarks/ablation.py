@@ -54,6 +54,8 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
                       {"min_composition_silhouette": None}, {}),
     "no-depth-split": ("splitting strain mixtures by depth (min_depth_silhouette = None)", {"min_depth_silhouette": None}, {}),
     "no-merge": ("joining fragments (< 50 % complete) to the cluster their k-NN edges point to", {"merge_fragments": False}, {}),
+    "no-islands": ("moving a cluster's k-NN islands (no edge to the rest of it) to the cluster their edges point to",
+                   {"move_islands": False}, {}),
     "patience-8": ("patience of early stopping: 8 epochs without improvement instead of 15 (shorter training)",
                    {}, {"patience": 8}),
     "nb-exact": ("neighbour sampling: the neighbour term sums over every neighbour (neighbour_samples = None)",

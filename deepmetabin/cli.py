@@ -339,6 +339,9 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-split", action="store_true", help="skip the constrained k-means split of contaminated clusters")
     p.add_argument("--no-merge-fragments", action="store_true",
                    help="keep clusters below 50%% completeness apart instead of joining them to the cluster their graph edges point to")
+    p.add_argument("--no-move-islands", action="store_true",
+                   help="keep groups of a bin's contigs that have no k-NN edge to the rest of it in that bin, instead of "
+                        "moving them to the bin their graph edges point to")
     p.add_argument("--no-map", action="store_true",
                    help="skip the last stage, the 2-D UMAP map of the latent means for the app (the app then makes it when opened)")
     p.add_argument("--multi-split", action="store_true",
@@ -362,7 +365,8 @@ def _run_bin(args: argparse.Namespace) -> int:
     threads = _threads(args.threads)
     config = Config(min_length=args.min_length, min_bin_bp=args.min_bin_size, split=not args.no_split, seed=args.seed,
                     threads=threads, train=_train_config(args), multi_split=args.sample_separator if args.multi_split else None, map=not args.no_map,
-                    merge_fragments=not args.no_merge_fragments, gene_mode=args.gene_mode)
+                    merge_fragments=not args.no_merge_fragments, move_islands=not args.no_move_islands,
+                    gene_mode=args.gene_mode)
     times: dict[str, float] = {}
     started: dict[str, float] = {}
 

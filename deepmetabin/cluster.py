@@ -16,6 +16,8 @@ contaminated clusters, then small clusters written as unbinned.
 * :func:`merge_fragments` joins each "fragment" (a cluster below ``max_completeness`` by markers: not
   even a medium-quality genome) to the cluster that receives the majority of its k-NN graph edges,
   unless that adds marker contamination (see its docstring: why genomes break into such fragments).
+* :func:`move_islands` moves each island of a cluster (a group of its contigs with no k-NN edge to
+  the rest of it) to the cluster its edges point to, unless that adds marker contamination.
 * :func:`drop_small` marks clusters smaller than ``min_bin_bp`` (default 200 kb) as unbinned (-1).
 """
 from __future__ import annotations
@@ -361,15 +363,7 @@ def merge_fragments(
     from .quality import bin_quality, checkm_scores
 
     labels = np.asarray(labels, dtype=np.int64).copy()
-    g = sp.coo_matrix(graph)
-    a, b = np.concatenate([g.row, g.col]).astype(np.int64), np.concatenate([g.col, g.row]).astype(np.int64)
-    keep = a != b
-    if groups is not None:
-        groups = np.asarray(groups)
-        keep &= groups[a] == groups[b]
-    a, b = a[keep], b[keep]
-    code = np.unique(a * len(labels) + b)  # each undirected edge once per direction
-    a, b = code // len(labels), code % len(labels)
+    a, b = _undirected_edges(graph, len(labels), groups)
     quality = bin_quality(labels, hits, contigs, marker_set=marker_set)
     completeness = np.full(max(int(labels.max()) + 1, 1), 100.0)  # index = label; a label without contigs never fragments
     contamination = np.zeros(len(completeness))
@@ -409,6 +403,120 @@ def merge_fragments(
             joined = True
         if not joined:
             return labels
+
+
+def _undirected_edges(graph: sp.spmatrix, n: int, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Both directions of every edge of ``graph`` once, self-loops and (with ``groups``) edges between groups dropped."""
+    g = sp.coo_matrix(graph)
+    a, b = np.concatenate([g.row, g.col]).astype(np.int64), np.concatenate([g.col, g.row]).astype(np.int64)
+    keep = a != b
+    if groups is not None:
+        groups = np.asarray(groups)
+        keep &= groups[a] == groups[b]
+    code = np.unique(a[keep] * n + b[keep])
+    return code // n, code % n
+
+
+def move_islands(
+    labels: np.ndarray,
+    graph: sp.spmatrix,
+    hits: pd.DataFrame,
+    contigs: "Contigs | ContigTable",
+    *,
+    min_edge_share: float = 0.5,
+    max_island_share: float = 0.5,
+    max_added_contamination: float = 5.0,
+    groups: np.ndarray | None = None,
+    marker_set: str = "checkm_bacteria",
+    max_passes: int = 10,
+) -> np.ndarray:
+    """(N,) labels in which the graph islands of each cluster move to the cluster their edges point to.
+
+    Why: the GMM has fewer components than genomes (K = 7/8 of the estimate), so a small group of
+    contigs whose own genome has no component of its own — typically the strain-specific part of a
+    genome whose shared part sits in a mixed strain cluster — is absorbed by whichever component is
+    nearest in the latent space, often another species (S. aureus contigs in an H. pylori bin). The
+    k-NN graph does not follow: such a group is an island of the cluster (no k-NN edge to the rest of
+    it) whose edges leave to its own genome's cluster. On the development runs 98-99 % of the wrong
+    k-NN edges joined strains of one species, so the graph is the better judge of where an island goes.
+
+    For every cluster, the connected components of the k-NN graph restricted to its contigs are found;
+    the largest by bp is the cluster's core and stays. Any other component I (an island) with less than
+    ``max_island_share`` of the cluster's bp moves to cluster P when P receives at least
+    ``min_edge_share`` of I's edges (all of I's edges leave I's cluster; edges to unbinned contigs count
+    in the total) and P with I is at most ``max_added_contamination`` percentage points more
+    contaminated than P was before any island moved (an island of another genome with markers P already
+    has stays; the bound is on the sum, so many single-contig islands cannot creep past it). Passes
+    repeat, with edges recounted, until nothing moves (at most ``max_passes``).
+
+    Args:
+        labels: (N,) cluster per contig row, -1 = unbinned (left as it is, never a target).
+        graph: (N, N) k-NN graph of the contigs (any values; an edge is a stored entry, either direction).
+        hits: marker hits of ``marker_set`` (:func:`deepmetabin.markers.find_markers`) on ``contigs``.
+        groups: (N,) group per contig (the sample in multi-sample mode): edges between groups are not
+            counted, so an island only moves to a cluster of its own group.
+
+    Returns:
+        (N,) int64 labels (same label values; a cluster never disappears, its core stays).
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    from .markers import collocated_sets, contig_rows, count_copies
+    from .quality import checkm_scores
+
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    n = len(labels)
+    a, b = _undirected_edges(graph, n, groups)
+    lengths = np.asarray(contigs.lengths, dtype=np.float64)
+    sets = collocated_sets(marker_set)
+    hit_rows = contig_rows(hits, contigs) if len(hits) else np.zeros(0, np.int64)
+    base: dict[int, float] = {}  # contamination of each target before any island moved
+
+    def contamination(mask: np.ndarray) -> float:
+        return checkm_scores(count_copies(hits[mask]), sets)[1]
+
+    for _ in range(max_passes):
+        # components of the graph with only the edges inside a cluster
+        inside = (labels[a] == labels[b]) & (labels[a] >= 0)
+        adj = sp.coo_matrix((np.ones(int(inside.sum()), np.int8), (a[inside], b[inside])), shape=(n, n))
+        _, comp = connected_components(adj, directed=False)
+        comp_bp = np.bincount(comp, weights=lengths)
+        clustered = labels >= 0
+        frame = pd.DataFrame({"label": labels[clustered], "comp": comp[clustered]}).drop_duplicates("comp")
+        frame["bp"] = comp_bp[frame["comp"].to_numpy()]
+        cluster_bp = frame.groupby("label")["bp"].transform("sum")
+        core = frame.loc[frame.groupby("label")["bp"].idxmax(), "comp"]
+        islands = frame[~frame["comp"].isin(core) & (frame["bp"] < max_island_share * cluster_bp)]
+        if islands.empty:
+            return labels
+        is_island = np.zeros(comp.max() + 1, bool)
+        is_island[islands["comp"].to_numpy()] = True
+        leave = is_island[comp[a]] & (labels[a] != labels[b])
+        edges = pd.DataFrame({"comp": comp[a[leave]], "to": labels[b[leave]]})
+        total = edges["comp"].value_counts()
+        to = edges[edges["to"] >= 0].value_counts().rename("n").reset_index()
+        to = to.sort_values("n", ascending=False, kind="stable").drop_duplicates("comp")
+        to["share"] = to["n"].to_numpy() / total.reindex(to["comp"]).to_numpy()
+        to = to[to["share"] >= min_edge_share].sort_values(["share", "comp"], ascending=[False, True])
+        moved = 0
+        for c, p in to[["comp", "to"]].itertuples(index=False):
+            rows = np.flatnonzero(comp == c)
+            src = int(labels[rows[0]])
+            if src == p:
+                continue
+            in_island = np.isin(hit_rows, rows)
+            if in_island.any():
+                in_p = labels[hit_rows] == p
+                if p not in base:
+                    base[p] = contamination(in_p)
+                if contamination(in_p | in_island) - base[p] > max_added_contamination:
+                    continue
+            labels[rows] = p
+            moved += 1
+        log.info("islands moved: %d", moved)
+        if not moved:
+            return labels
+    return labels
 
 
 def cannot_link_violations(labels: np.ndarray, links: np.ndarray) -> int:

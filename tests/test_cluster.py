@@ -233,6 +233,63 @@ def test_a_fragment_without_a_majority_target_or_across_groups_stays():
     assert np.array_equal(merge_fragments(labels, _genome_graph(genome), hits, d.contigs, groups=groups), labels)
 
 
+def _island_case():
+    """Half of S. suis' marker-free contigs wrongly in the H. pylori cluster (1); S. suis' core is cluster 0."""
+    d, hits, labels = _fragment_case()
+    island = labels == 2
+    labels[island] = 1
+    return d, hits, labels, island
+
+
+def test_an_island_moves_to_the_cluster_its_edges_point_to():
+    from deepmetabin.cluster import move_islands
+
+    d, hits, labels, island = _island_case()
+    genome = np.where(island, 0, labels)  # the graph follows the genomes: the island has no edge into H. pylori
+    out = move_islands(labels, _genome_graph(genome), hits, d.contigs)
+    assert (out[island] == 0).all()
+    assert (out[~island] == labels[~island]).all()  # the cores stay
+    # the same contigs linked to each other and (30 % of their edges) to H. pylori are no island: they stay
+    g = _genome_graph(np.where(island, 2, labels), cross={2: [(1, 0.3)]})
+    assert np.array_equal(move_islands(labels, g, hits, d.contigs), labels)
+    # edges to unbinned contigs count in the total, not as a target: with S. suis unbinned nothing moves
+    unbinned = labels.copy()
+    unbinned[labels == 0] = -1
+    assert np.array_equal(move_islands(unbinned, _genome_graph(genome), hits, d.contigs), unbinned)
+    # across groups (samples) edges do not count
+    groups = np.where(island, "S2", "S1")
+    assert np.array_equal(move_islands(labels, _genome_graph(genome), hits, d.contigs, groups=groups), labels)
+
+
+def test_an_island_with_the_targets_markers_is_refused_and_the_core_never_moves():
+    from deepmetabin.cluster import move_islands
+    from deepmetabin.quality import bin_quality
+
+    d, hits, labels = _fragment_case()
+    labels[labels == 2] = 0
+    # a third of the S. suis copy (with markers S. suis already has) inside H. pylori, its edges to S. suis
+    dup = np.flatnonzero(labels == 3)
+    moved = np.zeros(len(labels), bool)
+    moved[dup[: len(dup) // 3]] = True
+    labels[moved] = 1
+    genome = np.where(moved, 0, labels)
+    q = bin_quality(np.where(moved, 4, labels), hits, d.contigs).set_index("bin")
+    assert q.loc[4, "completeness"] > 10  # the island carries markers
+    before = bin_quality(labels, hits, d.contigs).set_index("bin").loc[0, "contamination"]
+    out = move_islands(labels, _genome_graph(genome), hits, d.contigs)
+    after = bin_quality(out, hits, d.contigs).set_index("bin").loc[0, "contamination"]
+    assert after - before <= 5.0  # the bound holds for the sum of every island moved into S. suis
+    carriers = np.isin(d.contigs.ids, hits["contig"].unique())
+    assert (out[moved & carriers] == 1).sum() >= 0.5 * (moved & carriers).sum()  # most marker carriers refused
+    loose = move_islands(labels, _genome_graph(genome), hits, d.contigs, max_added_contamination=1000)
+    assert (loose[moved] == 0).all()
+    # a cluster made only of contigs whose edges leave it: its largest component is its core and stays
+    only = np.where(labels == 1, 0, labels)
+    only[moved] = 1
+    out = move_islands(only, _genome_graph(genome), hits, d.contigs, max_added_contamination=1000)
+    assert (out == 1).sum() > 0
+
+
 def test_gmm_survives_a_covariance_that_is_not_positive_definite():
     import torch
 
