@@ -58,6 +58,7 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
                    {"move_islands": False}, {}),
     "patience-8": ("patience of early stopping: 8 epochs without improvement instead of 15 (shorter training)",
                    {}, {"patience": 8}),
+    "hidden-128": ("width of the GMVAE's hidden layers: 128 instead of 256 (less compute per epoch)", {}, {"hidden": (128, 128)}),
     "nb-exact": ("neighbour sampling: the neighbour term sums over every neighbour (neighbour_samples = None)",
                  {}, {"neighbour_samples": None}),
 }

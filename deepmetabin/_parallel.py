@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Union
@@ -53,6 +54,34 @@ def thread_limits(threads: int) -> Iterator[None]:
         numba.set_num_threads(prev_numba)
         if torch is not None and prev_torch is not None:
             torch.set_num_threads(prev_torch)
+
+
+class Background:
+    """``fn()`` in a daemon thread: :meth:`join` waits and re-raises what it raised, :attr:`failed` tells
+    whether it already did (a daemon, so Ctrl-C or an error in the main thread does not wait for it)."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self._error: BaseException | None = None
+        self._result: Any = None
+
+        def body() -> None:
+            try:
+                self._result = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the joining thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=body, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def join(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 def _one_line(exc: BaseException) -> str:

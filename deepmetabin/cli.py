@@ -280,6 +280,7 @@ def _epoch_bar(enabled: bool, epochs: int) -> Iterator[Callable[[object], None]]
         bar.set_postfix(loss=f"{event.losses['loss']:.3f}", val=f"{event.losses['val_rec']:.3f}", dev=event.device)
         bar.update(1)
 
+    on_epoch.wants_latent = False  # type: ignore[attr-defined]  # (train: skip the latent snapshot)
     try:
         yield on_epoch
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from ._io import write_json
 from .errors import RunFolderError
 
 MANIFEST = "manifest.json"
+
+#: Held while a stage entry is read-modified-written: stages of one run may finish in parallel threads
+#: (markers beside training, :func:`deepmetabin.pipeline.run`).
+MANIFEST_LOCK = threading.RLock()
 
 
 def manifest_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -58,7 +63,7 @@ def new_manifest(ids_hash: str, n_contigs: int, inputs: dict[str, Any]) -> dict[
 
 def record_stage(
     run_dir: str | os.PathLike[str],
-    manifest: dict[str, Any],
+    manifest: dict[str, Any] | None,
     stage: str,
     *,
     params: dict[str, Any],
@@ -67,6 +72,9 @@ def record_stage(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Mark ``stage`` done in ``manifest`` (outputs are paths relative to the run folder) and save it atomically.
+
+    ``manifest=None``: the one in the run folder, read under :data:`MANIFEST_LOCK` (what a stage that may
+    run beside another one passes, so neither overwrites the other's entry with a stale copy).
 
     Also records ``peak_rss_mb``: the largest resident memory of this process so far, and of its
     largest finished child process (depth workers), in MB (Linux ``ru_maxrss``; a process-wide
@@ -78,7 +86,7 @@ def record_stage(
         "status": "done",
         "params": params,
         "outputs": outputs,
-        "ids_hash": manifest["ids_hash"],
+        "ids_hash": None,  # set below
         "seconds": round(float(seconds), 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -86,8 +94,12 @@ def record_stage(
     }
     if extra:
         entry.update(extra)
-    manifest.setdefault("stages", {})[stage] = entry
-    write_json(manifest_path(run_dir), manifest)
+    with MANIFEST_LOCK:
+        if manifest is None:
+            manifest = load_manifest(run_dir)
+        entry["ids_hash"] = manifest["ids_hash"]
+        manifest.setdefault("stages", {})[stage] = entry
+        write_json(manifest_path(run_dir), manifest)
     return manifest
 
 

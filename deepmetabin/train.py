@@ -80,7 +80,8 @@ class EpochEvent:
 
     ``losses``: mean training loss terms (loss, rec, kl_z, kl_y, neighbour) and ``val_rec`` (the
     held-out reconstruction loss, NaN without a hold-out). ``latent``/``components``: a (<=5k, d)
-    sample of latent means and its argmax q(y|x), for contigs ``sample_index`` (None if disabled).
+    sample of latent means and its argmax q(y|x), for contigs ``sample_index`` (None if disabled, or
+    when every callback has an attribute ``wants_latent = False``).
     """
 
     epoch: int
@@ -262,6 +263,8 @@ def train(
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
 
     stopped = False
+    # the latent snapshot costs an encoder pass over up to 5k rows per epoch: only for callbacks that read it
+    wants_latent = any(getattr(cb, "wants_latent", True) for cb in callbacks or ())
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
         tau = config.tau_start * (config.tau_end / config.tau_start) ** (epoch / max(1, config.epochs - 1))
@@ -300,7 +303,7 @@ def train(
         if callbacks:
             event = EpochEvent(epoch, config.epochs, {k: row[k] for k in ("loss", "rec", "kl_z", "kl_y", "neighbour", "val_rec")},
                                row["seconds"], str(device), best_epoch, stopped)
-            if sample_index is not None:
+            if sample_index is not None and wants_latent:
                 with torch.no_grad():
                     model.eval()
                     enc = model.encode(xt[torch.as_tensor(sample_index, device=device)], tau=1.0)

@@ -105,3 +105,35 @@ def test_resume_after_kill_during_training(tmp_path, inputs):
     m = json.loads((out / "manifest.json").read_text())
     assert m["stages"]["train"]["epochs_run"] >= epoch_at_kill
     assert m["stages"]["bins"]["status"] == "done"
+
+
+def test_markers_beside_training_a_failure_ends_both_and_records_neither(tmp_path, inputs, monkeypatch):
+    """With 2+ threads the markers stage runs in a thread beside training; when it fails, training stops
+    at its next epoch without being recorded, and the markers stage's error is what the caller sees."""
+    import threading
+
+    import deepmetabin.pipeline as P
+    from deepmetabin.errors import InputFileError
+    from deepmetabin.train import TrainConfig
+
+    depth, _ = inputs
+    seen = {}
+
+    def failing_markers(*args, **kwargs):
+        seen["thread"] = threading.current_thread().name
+        raise InputFileError("contigs.fna: no genes (a test)")
+
+    monkeypatch.setattr(P, "markers_stage", failing_markers)
+    epochs = []
+    cfg = P.Config(threads=2, train=TrainConfig(epochs=400, latent=8, k=8, patience=400))
+    with pytest.raises(InputFileError, match="no genes"):
+        P.run(FASTA, tmp_path / "run", depth_table=depth, config=cfg, train_callbacks=[epochs.append])
+    assert seen["thread"] == "deepmetabin-markers"  # it ran beside training, not before it
+    assert 1 <= len(epochs) < 400  # training had started, and stopped early
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert {"features", "graph"} <= set(stages) and "train" not in stages and "markers" not in stages
+    # with one thread the stages run one after the other, and the same error comes before any training
+    epochs.clear()
+    with pytest.raises(InputFileError, match="no genes"):
+        P.run(FASTA, tmp_path / "run1", depth_table=depth, config=P.replace(cfg, threads=1), train_callbacks=[epochs.append])
+    assert seen["thread"] == "MainThread" and epochs == []
