@@ -84,6 +84,31 @@ class Background:
         return self._result
 
 
+def release_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op
+    elsewhere). Between stages: freed memory otherwise stays in malloc's arenas (one per thread that
+    allocated: the markers search, gene calling and torch pools), and the next stage's peak comes on top
+    of it (measured on medium: 922 -> 715 MB resident after training, run peak 1006 -> 926 MB)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    global _TRIM
+    if _TRIM is None:
+        _TRIM = False
+        name = ctypes.util.find_library("c")
+        try:
+            _TRIM = ctypes.CDLL(name).malloc_trim if name else False
+        except (OSError, AttributeError):
+            pass
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 

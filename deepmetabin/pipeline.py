@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import file_sha256, save_npy, save_parquet
-from ._parallel import Background, Scheduler, thread_limits
+from ._parallel import Background, Scheduler, release_memory, thread_limits
 from .contigs import Contigs, read_contigs
 from .errors import InputFileError, RunFolderError
 from .manifest import load_manifest, new_manifest, record_stage, require_stage
@@ -702,6 +702,7 @@ def run(
         else:
             map_stage(out, seed=config.seed, max_fit=requests["map"]["max_fit"], progress=prog("map"))
         mark(stage)
+        release_memory()
         note(stage, "done")
 
     train_threads = config.threads
