@@ -402,9 +402,13 @@ def _run_bin(args: argparse.Namespace) -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"bins: {s['bins']}   high quality (>90%/<5%): {s['high']}   medium (>=50%/<10%): {s['medium']}   "
           f"binned bp: {100 * s['binned_bp']:.1f}%   K: {st['k']} ({st['k_rule']})")
+    print(f"after the GMM: fragments joined {st.get('fragments_joined', 0)}, "
+          f"contigs moved as graph islands {st.get('contigs_moved_as_islands', 0)}")
+    beside = {"markers", "train"} <= set(times) and abs(started["markers"] - started["train"]) < 1.0
     print("stage      seconds")
     for stage, sec in s["seconds"].items():
-        print(f"{stage:<10} {times.get(stage, sec or 0):8.1f}{'' if stage in times else '  (reused)'}")
+        how = "  (reused)" if stage not in times else "  (beside train)" if stage == "markers" and beside else ""
+        print(f"{stage:<10} {times.get(stage, sec or 0):8.1f}{how}")
     print(f"total      {time.perf_counter() - t0:8.1f}   peak RAM {peak:.0f} MB -> {args.out}")
     return 0
 

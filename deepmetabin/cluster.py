@@ -417,6 +417,59 @@ def _undirected_edges(graph: sp.spmatrix, n: int, groups: np.ndarray | None) -> 
     return code // n, code % n
 
 
+def _bridges(n: int, a: np.ndarray, b: np.ndarray, use: np.ndarray, min_side: int = 1) -> np.ndarray:
+    """(E,) bool: which edges (a[e], b[e]) are bridges (their removal disconnects their component) of the
+    undirected graph on ``n`` nodes made of the edges where ``use`` is True, counting only bridges that
+    leave at least ``min_side`` nodes on either side. Both directions of every edge are listed (as
+    :func:`_undirected_edges` gives them); both are marked. Tarjan's low-link algorithm, iterative (no
+    recursion limit), O(n + E)."""
+    ua, ub = a[use], b[use]
+    order = np.argsort(ua, kind="stable")
+    ua, ub = ua[order], ub[order]
+    ptr = np.searchsorted(ua, np.arange(n + 1)).tolist()
+    ub = ub.tolist()  # Python lists: this loop is scalar work
+    disc = [-1] * n  # discovery time
+    low = [0] * n  # earliest discovery time reachable through one back edge
+    size = [1] * n  # nodes in each node's DFS subtree
+    found: list[tuple[int, int, int, int]] = []  # (parent, child, child's subtree size, DFS root)
+    comp_size: dict[int, int] = {}
+    t = 0
+    for s0 in range(n):
+        if disc[s0] >= 0 or ptr[s0] == ptr[s0 + 1]:
+            continue
+        disc[s0] = low[s0] = t
+        t += 1
+        stack = [(s0, -1, ptr[s0])]  # (node, its parent, next adjacency position)
+        while stack:
+            v, parent, i = stack[-1]
+            if i < ptr[v + 1]:
+                stack[-1] = (v, parent, i + 1)
+                w = ub[i]
+                if w == parent:
+                    continue
+                if disc[w] < 0:
+                    disc[w] = low[w] = t
+                    t += 1
+                    stack.append((w, v, ptr[w]))
+                else:
+                    low[v] = min(low[v], disc[w])
+            else:
+                stack.pop()
+                if stack:
+                    p = stack[-1][0]
+                    low[p] = min(low[p], low[v])
+                    size[p] += size[v]
+                    if low[v] > disc[p]:
+                        found.append((p, v, size[v], s0))
+        comp_size[s0] = size[s0]
+    bridge_pairs = {(min(p, v), max(p, v)) for p, v, sub, root in found if min(sub, comp_size[root] - sub) >= min_side}
+    if not bridge_pairs:
+        return np.zeros(len(a), bool)
+    code = np.array([x * n + y for x, y in bridge_pairs], dtype=np.int64)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    return np.isin(lo * n + hi, code) & use
+
+
 def move_islands(
     labels: np.ndarray,
     graph: sp.spmatrix,
@@ -428,7 +481,8 @@ def move_islands(
     max_added_contamination: float = 5.0,
     groups: np.ndarray | None = None,
     marker_set: str = "checkm_bacteria",
-    max_passes: int = 10,
+    max_passes: int = 50,
+    min_bridged: int = 3,
 ) -> np.ndarray:
     """(N,) labels in which the graph islands of each cluster move to the cluster their edges point to.
 
@@ -440,14 +494,18 @@ def move_islands(
     it) whose edges leave to its own genome's cluster. On the development runs 98-99 % of the wrong
     k-NN edges joined strains of one species, so the graph is the better judge of where an island goes.
 
-    For every cluster, the connected components of the k-NN graph restricted to its contigs are found;
-    the largest by bp is the cluster's core and stays. Any other component I (an island) with less than
-    ``max_island_share`` of the cluster's bp moves to cluster P when P receives at least
-    ``min_edge_share`` of I's edges (all of I's edges leave I's cluster; edges to unbinned contigs count
-    in the total) and P with I is at most ``max_added_contamination`` percentage points more
-    contaminated than P was before any island moved (an island of another genome with markers P already
-    has stays; the bound is on the sum, so many single-contig islands cannot creep past it). Passes
-    repeat, with edges recounted, until nothing moves (at most ``max_passes``).
+    For every cluster, the connected components of the k-NN graph restricted to its contigs are found
+    (once no island moves that way, also those of that subgraph less its bridges that leave at least
+    ``min_bridged`` contigs on both sides: a single stray edge between two genomes must not tie an
+    island to the core); the largest by bp is the cluster's core and stays. Any
+    other component I (an island) with less than ``max_island_share`` of the cluster's bp moves to
+    cluster P when P receives at least ``min_edge_share`` of the edges that leave I (edges to its own
+    cluster, e.g. a bridge, and to unbinned contigs count in the total) and P with I is at most
+    ``max_added_contamination`` percentage points more contaminated than P was before any island moved
+    (an island of another genome with markers P already has stays; the bound is on the sum, so many
+    single-contig islands cannot creep past it). Passes repeat, with edges recounted, until nothing
+    moves (at most ``max_passes``); within a pass an island whose edges reach a contig that already moved
+    waits for the next pass (its counts are stale).
 
     Args:
         labels: (N,) cluster per contig row, -1 = unbinned (left as it is, never a target).
@@ -475,9 +533,14 @@ def move_islands(
     def contamination(mask: np.ndarray) -> float:
         return checkm_scores(count_copies(hits[mask]), sets)[1]
 
+    cut = False
     for _ in range(max_passes):
-        # components of the graph with only the edges inside a cluster
+        # components of the graph with only the edges inside a cluster; once no island moves that way, also
+        # without the bridges that leave >= min_bridged contigs on both sides (one stray edge between two
+        # genomes must not tie an island to a core; pendant contigs stay where they are)
         inside = (labels[a] == labels[b]) & (labels[a] >= 0)
+        if cut:
+            inside &= ~_bridges(n, a, b, inside, min_side=min_bridged)
         adj = sp.coo_matrix((np.ones(int(inside.sum()), np.int8), (a[inside], b[inside])), shape=(n, n))
         _, comp = connected_components(adj, directed=False)
         comp_bp = np.bincount(comp, weights=lengths)
@@ -488,21 +551,26 @@ def move_islands(
         core = frame.loc[frame.groupby("label")["bp"].idxmax(), "comp"]
         islands = frame[~frame["comp"].isin(core) & (frame["bp"] < max_island_share * cluster_bp)]
         if islands.empty:
-            return labels
+            if cut:
+                return labels
+            cut = True
+            continue
         is_island = np.zeros(comp.max() + 1, bool)
         is_island[islands["comp"].to_numpy()] = True
-        leave = is_island[comp[a]] & (labels[a] != labels[b])
+        leave = is_island[comp[a]] & (comp[a] != comp[b])
         edges = pd.DataFrame({"comp": comp[a[leave]], "to": labels[b[leave]]})
+        ends = pd.Series(b[leave]).groupby(edges["comp"].to_numpy()).agg(np.array)  # the rows each island's edges reach
         total = edges["comp"].value_counts()
         to = edges[edges["to"] >= 0].value_counts().rename("n").reset_index()
         to = to.sort_values("n", ascending=False, kind="stable").drop_duplicates("comp")
         to["share"] = to["n"].to_numpy() / total.reindex(to["comp"]).to_numpy()
         to = to[to["share"] >= min_edge_share].sort_values(["share", "comp"], ascending=[False, True])
         moved = 0
+        now = np.zeros(n, bool)  # rows moved in this pass: the edge counts of islands that reach them are stale
         for c, p in to[["comp", "to"]].itertuples(index=False):
             rows = np.flatnonzero(comp == c)
             src = int(labels[rows[0]])
-            if src == p:
+            if src == p or now[ends[c]].any():
                 continue
             in_island = np.isin(hit_rows, rows)
             if in_island.any():
@@ -512,10 +580,15 @@ def move_islands(
                 if contamination(in_p | in_island) - base[p] > max_added_contamination:
                     continue
             labels[rows] = p
+            now[rows] = True
             moved += 1
-        log.info("islands moved: %d", moved)
+        log.info("islands moved: %d%s", moved, " (bridges cut)" if cut else "")
         if not moved:
-            return labels
+            if cut:
+                break
+            cut = True
+        else:
+            cut = False
     return labels
 
 

@@ -261,6 +261,38 @@ def test_an_island_moves_to_the_cluster_its_edges_point_to():
     assert np.array_equal(move_islands(labels, _genome_graph(genome), hits, d.contigs, groups=groups), labels)
 
 
+def test_bridges_are_the_edges_whose_removal_disconnects():
+    from deepmetabin.cluster import _bridges, _undirected_edges
+
+    # two triangles (0-1-2, 3-4-5) joined by the edge 2-3, a tail 5-6, and a square 7-8-9-10
+    edges = [(0, 1), (1, 2), (2, 0), (3, 4), (4, 5), (5, 3), (2, 3), (5, 6), (7, 8), (8, 9), (9, 10), (10, 7)]
+    n = 11
+    g = sp.coo_matrix((np.ones(len(edges)), tuple(np.array(edges).T)), shape=(n, n))
+    a, b = _undirected_edges(g, n, None)
+    br = _bridges(n, a, b, np.ones(len(a), bool))
+    assert {(min(x, y), max(x, y)) for x, y in zip(a[br], b[br])} == {(2, 3), (5, 6)}
+    assert br.sum() == 4  # both directions of each
+    # min_side: 2-3 leaves 3 and 4 nodes on its sides, 5-6 leaves one (a pendant node)
+    br = _bridges(n, a, b, np.ones(len(a), bool), min_side=2)
+    assert {(min(x, y), max(x, y)) for x, y in zip(a[br], b[br])} == {(2, 3)}
+    assert not _bridges(n, a, b, np.ones(len(a), bool), min_side=4).any()
+    # edges left out of ``use`` are not there: without 0-1 and 1-2, the edge 2-0 is a bridge too
+    use = ~np.isin(np.minimum(a, b) * n + np.maximum(a, b), [0 * n + 1, 1 * n + 2])
+    br = _bridges(n, a, b, use)
+    assert {(min(x, y), max(x, y)) for x, y in zip(a[br], b[br])} == {(0, 2), (2, 3), (5, 6)}
+
+
+def test_an_island_tied_to_the_core_by_one_stray_edge_still_moves():
+    from deepmetabin.cluster import move_islands
+
+    d, hits, labels, island = _island_case()
+    g = sp.lil_matrix(_genome_graph(np.where(island, 0, labels)))
+    first_island, first_core = np.flatnonzero(island)[0], np.flatnonzero(labels == 1)[0]
+    g[first_island, first_core] = 1.0  # one k-NN edge from the island into the H. pylori core
+    out = move_islands(labels, g.tocsr(), hits, d.contigs)
+    assert (out[island] == 0).all() and (out[~island] == labels[~island]).all()
+
+
 def test_an_island_with_the_targets_markers_is_refused_and_the_core_never_moves():
     from deepmetabin.cluster import move_islands
     from deepmetabin.quality import bin_quality
