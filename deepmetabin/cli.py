@@ -342,7 +342,7 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
                    help="keep clusters below 50%% completeness apart instead of joining them to the cluster their graph edges point to")
     p.add_argument("--no-move-islands", action="store_true",
                    help="keep groups of a bin's contigs that have no k-NN edge to the rest of it in that bin, instead of "
-                        "moving them to the bin their graph edges point to")
+                        "moving them to the bin their graph edges point to (never done with --multi-split)")
     p.add_argument("--no-map", action="store_true",
                    help="skip the last stage, the 2-D UMAP map of the latent means for the app (the app then makes it when opened)")
     p.add_argument("--multi-split", action="store_true",
