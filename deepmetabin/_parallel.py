@@ -90,16 +90,15 @@ def release_memory() -> None:
     allocated: the markers search, gene calling and torch pools), and the next stage's peak comes on top
     of it (measured on medium: 922 -> 715 MB resident after training, run peak 1006 -> 926 MB)."""
     import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
     global _TRIM
     if _TRIM is None:
         _TRIM = False
-        name = ctypes.util.find_library("c")
-        try:
-            _TRIM = ctypes.CDLL(name).malloc_trim if name else False
+        try:  # the symbols this process already has (glibc's on Linux): ctypes.util.find_library would run
+            # ldconfig in a child process, whose peak RSS Linux reports as this process's size at the fork
+            _TRIM = ctypes.CDLL(None).malloc_trim
         except (OSError, AttributeError):
             pass
     if _TRIM:

@@ -139,3 +139,15 @@ def test_markers_beside_training_a_failure_ends_both_and_records_neither(tmp_pat
     with pytest.raises(InputFileError, match="no genes"):
         P.run(FASTA, tmp_path / "run1", depth_table=depth, config=P.replace(cfg, threads=1), train_callbacks=[epochs.append])
     assert seen["thread"] == "MainThread" and epochs == []
+
+
+def test_release_memory_trims_without_a_child_process():
+    """The CLI's peak RAM adds the largest child's: a helper process forked from a big process (as
+    ctypes.util.find_library's ldconfig was) would report the parent's size there."""
+    code = ("import resource, numpy as np\n"
+            "from deepmetabin._parallel import release_memory\n"
+            "a = np.ones(50_000_000); del a\n"
+            "release_memory(); release_memory()\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out.strip()) == 0
