@@ -84,6 +84,105 @@ class Background:
         return self._result
 
 
+class CoreShare:
+    """The cores of a run, shared by stages that run at once.
+
+    A stage that must keep a fixed thread count (training: torch's results depend on it) :meth:`hold` s
+    its cores for as long as it runs; an elastic stage (the markers search) is given the share itself as
+    its ``threads`` and asks :meth:`free` before each piece of work, so it takes the held cores over the
+    moment they are handed back. ``int(share)`` is the total (an upper bound for pool sizes).
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = max(1, int(total))
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def __int__(self) -> int:
+        return self.total
+
+    def free(self) -> int:
+        """Cores not held now (at least 1)."""
+        with self._lock:
+            return max(1, self.total - self._held)
+
+    @contextlib.contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        """Hold ``n`` cores inside the block."""
+        with self._lock:
+            self._held += n
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= n
+
+
+#: A thread count, or a :class:`CoreShare` whose free cores are asked before each piece of work.
+Threads = Union[int, CoreShare]
+
+
+def elastic_map(fn: Callable[[Any], Any], items: Iterable[Any], threads: Threads) -> Iterator[tuple[int, Any]]:
+    """``fn(item)`` for each of ``items`` on worker threads; yield ``(i, result)`` as they finish (any order).
+
+    At most ``threads`` run at once; with a :class:`CoreShare`, at most its :meth:`~CoreShare.free` cores,
+    asked before each item, so the pool grows and shrinks as other stages hold and release cores. ``fn``
+    must release the GIL for the threads to help (pyrodigal, pyhmmer and numpy do). One thread: in the
+    calling thread, in order. An error in ``fn`` stops the workers and is raised here.
+    """
+    total = int(threads)
+    allowed: Callable[[], int] = threads.free if isinstance(threads, CoreShare) else (lambda: total)
+    if total <= 1:
+        yield from enumerate(map(fn, items))
+        return
+    import queue
+
+    todo = enumerate(items)
+    cond = threading.Condition()
+    done: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
+    state = {"running": 0, "stop": False}
+
+    def worker() -> None:
+        while True:
+            with cond:
+                while not state["stop"] and state["running"] >= allowed():
+                    cond.wait(0.2)  # a CoreShare does not notify: poll
+                nxt = None if state["stop"] else next(todo, None)
+                if nxt is None:
+                    break
+                state["running"] += 1
+            i, item = nxt
+            try:
+                done.put((i, fn(item), None))
+            except BaseException as exc:  # noqa: BLE001 - raised in the consuming thread
+                done.put((i, None, exc))
+            finally:
+                with cond:
+                    state["running"] -= 1
+                    cond.notify_all()
+        done.put((-1, None, None))  # this worker has finished
+
+    workers = [threading.Thread(target=worker, name=f"deepmetabin-pool-{w}", daemon=True) for w in range(total)]
+    for w in workers:
+        w.start()
+    live = len(workers)
+    try:
+        while live:
+            i, result, error = done.get()
+            if i < 0:
+                live -= 1
+            elif error is not None:
+                raise error
+            else:
+                yield i, result
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        for w in workers:
+            w.join()
+
+
 def release_memory() -> None:
     """Collect garbage and hand the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op
     elsewhere). Between stages: freed memory otherwise stays in malloc's arenas (one per thread that

@@ -47,7 +47,6 @@ import logging
 import os
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import write_bytes
-from ._parallel import Scheduler, cluster_threads, dask_client, release_memory
+from ._parallel import CoreShare, Scheduler, Threads, cluster_threads, dask_client, elastic_map, release_memory
 from .contigs import Contigs, ContigTable
 from .errors import MarkerDataError
 
@@ -412,40 +411,39 @@ def _gene_models(contigs: Contigs, mode: str) -> GeneModels | None:
     return models
 
 
-def call_genes(contigs: Contigs, *, threads: int = 1, progress: Progress | None = None,
+def call_genes(contigs: Contigs, *, threads: Threads = 1, progress: Progress | None = None,
                mode: str = DEFAULT_GENE_MODE) -> Genes:
     """Find genes with pyrodigal on every contig and translate them.
 
     ``mode``: one of :data:`GENE_MODES` (``"trained"``: models trained on the contigs by GC group, or
     meta mode when the assembly is too small to train on; ``"meta"``: Prodigal's metagenomic mode).
     ``progress(done_bp, total_bp)`` is called after each chunk of contigs. Contigs without any gene
-    (short, N-only, low complexity) simply contribute none.
+    (short, N-only, low complexity) simply contribute none. ``threads``: a count, or a
+    :class:`~deepmetabin._parallel.CoreShare` whose free cores are used as they change (same genes).
 
     Raises:
         ValueError: an unknown ``mode``.
     """
-    threads = max(1, int(threads))
+    if not isinstance(threads, CoreShare):
+        threads = max(1, int(threads))
     models = _gene_models(contigs, mode)
     total = contigs.total_bp
-    chunks = _chunks(contigs.lengths, min(len(contigs), threads * 16)) if len(contigs) else []
+    chunks = _chunks(contigs.lengths, min(len(contigs), int(threads) * 16)) if len(contigs) else []
 
-    def work(rows: tuple[int, int]) -> tuple[np.ndarray, list[str], int]:
+    def work(rows: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
         a, b = rows
-        meta, prots = _call_chunk(contigs.seq_buffer, contigs.offsets[a : b + 1], a, models, contigs.gc[a:b])
-        return meta, prots, int(contigs.lengths[a:b].sum())
+        return _call_chunk(contigs.seq_buffer, contigs.offsets[a : b + 1], a, models, contigs.gc[a:b])
 
-    metas: list[np.ndarray] = [np.zeros((0, 6), dtype=np.int64)]
-    proteins: list[str] = []
+    parts: list[tuple[np.ndarray, list[str]]] = [(np.zeros((0, 6), dtype=np.int64), [])] * len(chunks)
     done = 0
-    with ThreadPoolExecutor(threads) as pool:
-        for meta, prots, bp in pool.map(work, chunks):
-            metas.append(meta)
-            proteins.extend(prots)
-            done += bp
-            if progress is not None:
-                progress(done, total)
+    for k, part in elastic_map(work, chunks, threads):
+        parts[k] = part
+        done += int(contigs.lengths[chunks[k][0] : chunks[k][1]].sum())
+        if progress is not None:
+            progress(done, total)
+    proteins = [p for _, prots in parts for p in prots]
     log.info("%d genes on %d contigs (%d bp)", len(proteins), len(contigs), total)
-    return _genes(np.concatenate(metas), proteins)
+    return _genes(np.concatenate([np.zeros((0, 6), dtype=np.int64)] + [m for m, _ in parts]), proteins)
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -498,7 +496,7 @@ _Row = tuple[Any, ...]
 
 
 def _search_rows(
-    proteins: Sequence[str], g0: int, marker_sets: Sequence[str], n_proteins: int, *, cpus: int = 1,
+    proteins: Sequence[str], g0: int, marker_sets: Sequence[str], n_proteins: int, *, cpus: Threads = 1,
     progress: Progress | None = None,
 ) -> dict[str, list[_Row]]:
     """Search proteins ``g0, g0 + 1, ...`` (``proteins``) against the union of ``marker_sets``.
@@ -534,14 +532,16 @@ def _search_rows(
         options.update(T=min(c[0] for c in known), domT=min(c[1] for c in known))
     else:
         options.update(E=10.0, domE=10.0)
-    done = [0]
 
-    def tick(_query: Any, total: int) -> None:
-        done[0] += 1
+    def search(hmm: "pyhmmer.plan7.HMM") -> Any:  # one profile in this thread; the search releases the GIL
+        return list(pyhmmer.hmmsearch([hmm], block, cpus=1, **options))[0]
+
+    # profiles on an elastic pool (not hmmsearch's own threads): with a CoreShare, cores handed back by a
+    # stage running beside this one (training) are taken over from the next profile on
+    for done, (pos, top) in enumerate(elastic_map(search, profiles, cpus if isinstance(cpus, CoreShare) else max(1, int(cpus))),
+                                      start=1):
         if progress is not None:
-            progress(done[0], total)
-
-    for pos, top in enumerate(pyhmmer.hmmsearch(profiles, block, cpus=max(1, int(cpus)), callback=tick, **options)):
+            progress(done, len(profiles))
         hmm = profiles[pos]
         for hit in top:
             g = int(hit.name)
@@ -564,7 +564,7 @@ def search_markers(
     contigs: Contigs,
     *,
     marker_sets: Sequence[str] = DEFAULT_STAGE_SETS,
-    threads: int = 1,
+    threads: Threads = 1,
     progress: Progress | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Search ``genes``' proteins against the union of ``marker_sets``; return one hits table per set.
@@ -672,7 +672,7 @@ def find_marker_sets(
     contigs: Contigs,
     *,
     marker_sets: Sequence[str] = DEFAULT_STAGE_SETS,
-    threads: int = 1,
+    threads: Threads = 1,
     progress: Progress | None = None,
     scheduler: Scheduler = None,
     gene_mode: str = DEFAULT_GENE_MODE,
@@ -780,7 +780,7 @@ def _find_on_cluster(contigs: Contigs, marker_sets: tuple[str, ...], scheduler: 
 
 
 def find_markers(
-    contigs: Contigs, *, marker_set: str = "sc107", threads: int = 1, progress: Progress | None = None,
+    contigs: Contigs, *, marker_set: str = "sc107", threads: Threads = 1, progress: Progress | None = None,
     scheduler: Scheduler = None, gene_mode: str = DEFAULT_GENE_MODE,
 ) -> pd.DataFrame:
     """Single-copy marker hits on ``contigs``: genes by pyrodigal, profiles by pyhmmer.
@@ -904,7 +904,7 @@ def cached_markers(
     path: str | os.PathLike[str],
     *,
     marker_sets: Sequence[str] = DEFAULT_STAGE_SETS,
-    threads: int = 1,
+    threads: Threads = 1,
     progress: Progress | None = None,
     scheduler: Scheduler = None,
     gene_mode: str = DEFAULT_GENE_MODE,

@@ -5,6 +5,7 @@ A notebook or the app calls the same functions the CLI calls.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import file_sha256, save_npy, save_parquet
-from ._parallel import Background, Scheduler, release_memory, thread_limits
+from ._parallel import Background, CoreShare, Scheduler, release_memory, thread_limits
 from .contigs import Contigs, read_contigs
 from .errors import InputFileError, RunFolderError
 from .manifest import load_manifest, new_manifest, record_stage, require_stage
@@ -218,7 +219,7 @@ def load_run_graph(run_dir: str | os.PathLike[str]) -> Any:
 def markers_stage(
     run_dir: str | os.PathLike[str],
     *,
-    threads: int = 1,
+    threads: int | CoreShare = 1,
     marker_sets: Sequence[str] | None = None,
     progress: Progress | None = None,
     scheduler: Scheduler = None,
@@ -678,7 +679,7 @@ def run(
     prog = progress_for or (lambda stage: None)
     tc = replace(config.train or TrainConfig(seed=config.seed), device=device, threads=config.threads)
 
-    def run_stage(stage: str, abort: Background | None = None) -> None:
+    def run_stage(stage: str, abort: Background | None = None, threads: int | CoreShare = config.threads) -> None:
         note(stage, "start")
         if stage == "features":
             features_stage(contigs, out, bams=bams, depth_table=depth_table, min_length=config.min_length,
@@ -687,7 +688,7 @@ def run(
         elif stage == "graph":
             graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, refine=config.refine, progress=prog("graph"))
         elif stage == "markers":
-            markers_stage(out, threads=config.threads, marker_sets=DEFAULT_STAGE_SETS, progress=prog("markers"),
+            markers_stage(out, threads=threads, marker_sets=DEFAULT_STAGE_SETS, progress=prog("markers"),
                           scheduler=scheduler, gene_mode=config.gene_mode)
         elif stage == "train":
             # a checkpoint continues only the same training (a killed run); new inputs or settings start over
@@ -713,21 +714,26 @@ def run(
 
     train_threads = config.threads
     markers: Background | None = None  # the markers stage, when it runs beside training
-    with thread_limits(config.threads):  # BLAS, numba and torch pools of every stage
+    cores = CoreShare(config.threads)
+    with thread_limits(config.threads), contextlib.ExitStack() as held:  # held: the cores training holds
         for stage in STAGES:
             if stage == "map" and not config.map:
                 continue
             if stage == "bins" and markers is not None:
+                held.close()
                 markers.join()
                 markers = None
             if not needed(stage):
                 note(stage, "skip")
                 continue
             if stage == "markers" and config.threads >= 2 and needed("train"):
-                # Markers beside training: the search keeps the cores busy that the small network leaves idle
-                # (training on 2 cores is ~1.5x faster than on 1, the search ~2x); torch gets the cores but one.
-                markers = Background(lambda: run_stage("markers"), name="deepmetabin-markers")
-                train_threads = max(1, config.threads - 1)
+                # Markers beside training. Training holds a quarter of the cores, at least one (a fixed torch
+                # thread count: its results depend on it); the markers use the others, and its too once it ends: gene
+                # calling and the search ask the CoreShare before each chunk / profile. Both at full speed
+                # (3 threads on 2 cores slowed epochs 1.1 -> 1.8 s on medium) and no core idles at the end.
+                train_threads = max(1, config.threads // 4)  # the small network gains little from more
+                held.enter_context(cores.hold(train_threads))
+                markers = Background(lambda: run_stage("markers", threads=cores), name="deepmetabin-markers")
                 continue
             if stage == "train" and markers is not None:
                 try:
@@ -735,6 +741,8 @@ def run(
                 except _Aborted:
                     markers.join()  # raises the markers stage's error
                     raise
+                finally:
+                    held.close()
                 continue
             run_stage(stage)
     return Run.load(out)

@@ -130,3 +130,47 @@ def test_from_sequences_matches_reader(tmp_path):
     b = Contigs.from_sequences(recs)
     assert list(a.ids) == list(b.ids)
     assert np.array_equal(a.seq_buffer, b.seq_buffer) and np.array_equal(a.gc, b.gc)
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 22])
+def test_block_reader_matches_line_by_line_parse_at_any_block_size(tmp_path, monkeypatch, block):
+    """The reader cuts the file in blocks of whole lines: records, line breaks (LF, CRLF, blank lines,
+    varying widths), headers right at a block edge and a last line without newline give the same
+    contigs whatever the block size, and the same as a plain line-by-line parse."""
+    import deepmetabin.contigs as C
+
+    rng = np.random.default_rng(5)
+    recs = [(f"c{i}", random_seq(rng, int(rng.integers(1000, 1400)))) for i in range(12)]
+    lines: list[str] = []
+    for i, (cid, seq) in enumerate(recs):
+        lines.append(f">{cid} len={len(seq)}")
+        width = 50 + 7 * i
+        lines += [seq[j : j + width].lower() if i % 3 == 0 else seq[j : j + width] for j in range(0, len(seq), width)]
+        if i % 4 == 1:
+            lines.append("")
+    raw = "\r\n".join(lines[:40]) + "\r\n" + "\n".join(lines[40:])  # CRLF, then LF, no final newline
+    path = tmp_path / "x.fna"
+    path.write_text(raw)
+    monkeypatch.setattr(C, "_BLOCK", block)
+    c = read_contigs(path)
+    assert list(c.ids) == [cid for cid, _ in recs]
+    assert [c.sequence(i) for i in range(len(c))] == [seq for _, seq in recs]
+
+
+@pytest.mark.parametrize("block", [5, 1 << 22])
+def test_error_line_numbers_do_not_depend_on_blocks(tmp_path, monkeypatch, block):
+    import deepmetabin.contigs as C
+
+    monkeypatch.setattr(C, "_BLOCK", block)
+    dup = tmp_path / "d.fna"
+    dup.write_text(">a\n" + "ACGT\n" * 300 + "\n>b\n" + "ACGT\n" * 300 + ">a x\nACGT\n")
+    with pytest.raises(FastaError, match=r"lines 1 and 604"):
+        read_contigs(dup)
+    empty_id = tmp_path / "e.fna"
+    empty_id.write_text(">a\n" + "ACGT\n" * 300 + ">  \nACGT\n")
+    with pytest.raises(FastaError, match=r"line 302: header '>' without a contig id"):
+        read_contigs(empty_id)
+    text = tmp_path / "t.fna"
+    text.write_text("\n\n  \nnot a fasta\n>a\nACGT\n")
+    with pytest.raises(FastaError, match=r"line 4: expected a FASTA header"):
+        read_contigs(text)

@@ -142,8 +142,8 @@ def test_markers_beside_training_a_failure_ends_both_and_records_neither(tmp_pat
 
 
 def test_release_memory_trims_without_a_child_process():
-    """The CLI's peak RAM adds the largest child's: a helper process forked from a big process (as
-    ctypes.util.find_library's ldconfig was) would report the parent's size there."""
+    """No helper process is forked between stages: one forked from a big process (as ctypes.util.find_library's
+    ldconfig was) reports the parent's size as its peak, which `/usr/bin/time` and the harness would read."""
     code = ("import resource, numpy as np\n"
             "from deepmetabin._parallel import release_memory\n"
             "a = np.ones(50_000_000); del a\n"

@@ -180,3 +180,45 @@ def test_resume_after_kill_ends_where_uninterrupted_run_ends(tmp_path):
         train(x, other_graph, cfg, checkpoint=ckpt, resume=True, ids_hash="h")
     fresh = train(x, other_graph, cfg, checkpoint=ckpt, resume=True, ids_hash="h", restart_on_mismatch=True)
     assert np.array_equal(fresh.history["epoch"], np.arange(30))  # started over at epoch 0
+
+
+def test_adam_matches_torch_adam_bit_for_bit_and_round_trips_its_state():
+    import torch
+
+    from deepmetabin.train import Adam
+
+    def fit(make_opt, steps=40, state=None):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.BatchNorm1d(16), torch.nn.LeakyReLU(0.1), torch.nn.Linear(16, 3))
+        opt = make_opt(list(net.parameters()))
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(steps):
+            loss = (net(torch.randn(32, 10, generator=gen)) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return net, opt
+
+    ours, opt = fit(lambda p: Adam(p, lr=3e-3))
+    theirs, _ = fit(lambda p: torch.optim.Adam(p, lr=3e-3))
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a, b)
+    fresh = Adam(list(ours.parameters()), lr=3e-3)
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.step_count == 40 and all(torch.equal(a, b) for a, b in zip(fresh.exp_avg_sq, opt.exp_avg_sq))
+    with pytest.raises(ValueError):
+        fresh.load_state_dict(torch.optim.Adam(list(ours.parameters())).state_dict())
+
+
+def test_training_does_not_import_the_torch_compiler():
+    """torch.optim's optimizers import torch._dynamo (2.4 s of CPU) on first use; training must not."""
+    code = ("import sys\n"
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "from test_train import two_groups, knn, SMALL\n"
+            "from deepmetabin.train import train, TrainConfig, Trained\n"
+            "x, _ = two_groups(80)\n"
+            "t = train(x, knn(x), TrainConfig(epochs=2, **SMALL))\n"
+            "t.encode(x)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
