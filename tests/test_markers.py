@@ -160,6 +160,32 @@ def test_searching_proteins_in_chunks_gives_the_same_hits(monkeypatch):
     assert done == sorted(done) and seen[-1][0] == seen[-1][1] and len({t for _, t in seen}) == 1
 
 
+def test_identical_proteins_are_searched_once_and_each_copy_gets_the_rows(monkeypatch):
+    """Copies of a protein (strains, repeats) are searched once; every copy gets the rows its own search
+    would give, E-values computed for all proteins searched."""
+    c = few_marker_contigs(3)
+    prots = list(M.call_genes(c, mode="meta").proteins)
+    n = len(prots)
+    searched: list[int] = []
+    import pyhmmer
+
+    orig = pyhmmer.hmmsearch
+
+    def counting(queries, block, **kw):
+        searched.append(len(block))
+        return orig(queries, block, **kw)
+
+    monkeypatch.setattr(pyhmmer, "hmmsearch", counting)
+    twice = M._search_rows(prots + prots, 0, ("sc107",), 2 * n)["sc107"]
+    monkeypatch.undo()
+    assert set(searched) == {n}
+    once = M._search_rows(prots, 0, ("sc107",), 2 * n)["sc107"]
+    assert len(once) > 0
+    first = sorted(r for r in twice if r[1] < n)
+    second = sorted((r[0], r[1] - n, *r[2:]) for r in twice if r[1] >= n)
+    assert first == sorted(once) == second
+
+
 def test_uni56_counts_universal_markers():
     hits = M.find_markers(few_marker_contigs(6), marker_set="uni56")
     assert len(hits) > 0 and hits["marker"].str.startswith("COG").all()
