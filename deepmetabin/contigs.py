@@ -80,7 +80,15 @@ class Contigs:
 
     def sequence(self, i: int) -> str:
         """The upper-case sequence of contig ``i`` (position in this container)."""
+        if self.offsets[-1] != len(self.seq_buffer):
+            raise RuntimeError("the sequences of this Contigs were released (release_sequences); read the FASTA again")
         return self.seq_buffer[self.offsets[i] : self.offsets[i + 1]].tobytes().decode()
+
+    def release_sequences(self) -> None:
+        """Free the sequences, in place: for the owner of this container once only ids, lengths, GC and
+        depth are needed (the markers stage, between gene calling and the search: medium's 77 MB).
+        :meth:`sequence` then raises; ``seq_buffer`` is empty."""
+        object.__setattr__(self, "seq_buffer", np.zeros(0, dtype=np.uint8))
 
     def sequences(self) -> Iterator[tuple[str, str]]:
         """Yield ``(id, sequence)`` for every contig in order."""

@@ -706,12 +706,15 @@ def find_marker_sets(
     progress: Progress | None = None,
     scheduler: Scheduler = None,
     gene_mode: str = DEFAULT_GENE_MODE,
+    release_sequences: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Call genes once and search them against several marker sets; see :func:`find_markers`.
 
     ``progress(done, total)`` counts in bp-equivalents: the first half is gene calling, the second the search.
     ``scheduler`` (a Dask scheduler address or ``distributed.Client``): gene calling and the search run
     per chunk of contigs as tasks on that cluster (``threads`` unused); the hits are identical.
+    ``release_sequences``: free ``contigs``' sequences once the genes are called
+    (:meth:`~deepmetabin.contigs.Contigs.release_sequences`), for a caller that owns them.
 
     Raises:
         ValueError: an unknown marker set name or gene mode.
@@ -727,6 +730,8 @@ def find_marker_sets(
         models = _gene_models(contigs, gene_mode)  # a few seconds here; the calling runs there
         return _find_on_cluster(contigs, tuple(marker_sets), scheduler, p_genes, p_search, models)
     genes = call_genes(contigs, threads=threads, progress=p_genes, mode=gene_mode)
+    if release_sequences:
+        contigs.release_sequences()
     release_memory()  # gene calling's freed buffers, before the search's own peak (medium: -75 MB)
     return search_markers(genes, contigs, marker_sets=marker_sets, threads=threads, progress=p_search)
 
@@ -938,6 +943,7 @@ def cached_markers(
     progress: Progress | None = None,
     scheduler: Scheduler = None,
     gene_mode: str = DEFAULT_GENE_MODE,
+    release_sequences: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """:func:`find_marker_sets`, cached in the file ``path`` (e.g. ``<run>/markers.tsv``).
 
@@ -958,7 +964,7 @@ def cached_markers(
                 return hits
             log.info("%s: cached markers are for other contigs or marker sets; recomputing", path)
     hits = find_marker_sets(contigs, marker_sets=marker_sets, threads=threads, progress=progress, scheduler=scheduler,
-                            gene_mode=gene_mode)
+                            gene_mode=gene_mode, release_sequences=release_sequences)
     write_markers(path, hits, key)
     return hits
 

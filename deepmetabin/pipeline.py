@@ -242,7 +242,8 @@ def markers_stage(
     # no thread_limits here: gene calling and the search size their own pools by ``threads``, and this
     # stage may run beside training, whose torch pool a process-wide cap would change
     hits = cached_markers(contigs, Path(run_dir) / "markers.tsv", marker_sets=sets, threads=threads, progress=progress,
-                          scheduler=scheduler, gene_mode=gene_mode)
+                          scheduler=scheduler, gene_mode=gene_mode, release_sequences=True)  # ours: the search needs only ids
+    del contigs
     count_set = "sc107" if "sc107" in hits else sets[0]
     return record_stage(
         run_dir, None, "markers",

@@ -174,3 +174,13 @@ def test_error_line_numbers_do_not_depend_on_blocks(tmp_path, monkeypatch, block
     text.write_text("\n\n  \nnot a fasta\n>a\nACGT\n")
     with pytest.raises(FastaError, match=r"line 4: expected a FASTA header"):
         read_contigs(text)
+
+
+def test_release_sequences_keeps_ids_lengths_gc_and_refuses_sequences(tmp_path):
+    rng = np.random.default_rng(3)
+    c = read_contigs(write_fasta(tmp_path / "x.fna", [("a", random_seq(rng, 1500)), ("b", random_seq(rng, 1200))]))
+    gc = c.gc.copy()
+    c.release_sequences()
+    assert c.seq_buffer.size == 0 and list(c.ids) == ["a", "b"] and c.total_bp == 2700 and np.array_equal(c.gc, gc)
+    with pytest.raises(RuntimeError, match="released"):
+        c.sequence(0)

@@ -177,6 +177,15 @@ def test_identical_proteins_are_searched_once_and_each_copy_gets_the_rows():
     assert first == sorted(once) == second
 
 
+def test_released_sequences_give_the_same_hits():
+    c = few_marker_contigs(3)
+    keep = M.find_marker_sets(c, marker_sets=("sc107",), gene_mode="meta")
+    mine = c.subset(np.arange(len(c)))
+    freed = M.find_marker_sets(mine, marker_sets=("sc107",), gene_mode="meta", release_sequences=True)
+    assert mine.seq_buffer.size == 0 and c.seq_buffer.size > 0
+    pd.testing.assert_frame_equal(keep["sc107"], freed["sc107"])
+
+
 def test_uni56_counts_universal_markers():
     hits = M.find_markers(few_marker_contigs(6), marker_set="uni56")
     assert len(hits) > 0 and hits["marker"].str.startswith("COG").all()
