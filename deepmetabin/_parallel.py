@@ -10,6 +10,7 @@ on them (a shared file system). Results come back to this process, which writes 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import threading
@@ -196,21 +197,21 @@ def release_memory() -> None:
 
 def trim_heap() -> None:
     """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``, every arena); no-op elsewhere."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where this process has none (looked up once)."""
     import ctypes
 
-    global _TRIM
-    if _TRIM is None:
-        _TRIM = False
-        try:  # the symbols this process already has (glibc's on Linux): ctypes.util.find_library would run
-            # ldconfig in a child process, whose peak RSS Linux reports as this process's size at the fork
-            _TRIM = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            pass
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM: Any = None
+    try:  # the symbols this process already has (glibc's on Linux): ctypes.util.find_library would run
+        # ldconfig in a child process, whose peak RSS Linux reports as this process's size at the fork
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _one_line(exc: BaseException) -> str:

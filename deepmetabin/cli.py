@@ -406,7 +406,7 @@ def _run_bin(args: argparse.Namespace) -> int:
           f"binned bp: {100 * s['binned_bp']:.1f}%   K: {st['k']} ({st['k_rule']})")
     print(f"after the GMM: fragments joined {st.get('fragments_joined', 0)}, "
           f"contigs moved as graph islands {st.get('contigs_moved_as_islands', 0)}")
-    beside = {"markers", "train"} <= set(times) and abs(started["markers"] - started["train"]) < 1.0
+    beside = {"markers", "train"} <= set(times) and result.manifest["stages"]["markers"].get("beside") == "train"
     print("stage      seconds")
     for stage, sec in s["seconds"].items():
         how = "  (reused)" if stage not in times else "  (beside train)" if stage == "markers" and beside else ""

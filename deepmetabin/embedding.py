@@ -13,6 +13,7 @@ to UMAP, whose own search would compile its numba code in every new process (~60
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -58,18 +59,12 @@ def cached_umap(run_dir: str | os.PathLike[str], key: dict) -> np.ndarray | None
     return coords if meta == key and coords.shape == (key["n"], 2) else None
 
 
-_CACHING = False
-
-
+@functools.cache
 def _cache_umap_compilation() -> None:
     """Let numba keep UMAP's compiled functions on disk (UMAP does not ask for it): the first map on a
     machine compiles them (~10 s of the 15 s map of a 9k-contig run), every later run loads them (map
     15 -> 6 s, same coordinates). The cache sits beside UMAP's sources, or in the user's cache folder when
-    those are read-only (numba's own rule); a failure here only means compiling again."""
-    global _CACHING
-    if _CACHING:
-        return
-    _CACHING = True
+    those are read-only (numba's own rule); a failure here only means compiling again. Done once per process."""
     try:
         from numba.core.registry import CPUDispatcher
         import umap.distances

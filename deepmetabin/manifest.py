@@ -11,7 +11,7 @@ import platform
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
 from ._io import write_json
@@ -94,11 +94,29 @@ def record_stage(
     }
     if extra:
         entry.update(extra)
+    def put(m: dict[str, Any]) -> None:
+        entry["ids_hash"] = m["ids_hash"]
+        m.setdefault("stages", {})[stage] = entry
+
+    if manifest is None:
+        return update_manifest(run_dir, put)
     with MANIFEST_LOCK:
-        if manifest is None:
-            manifest = load_manifest(run_dir)
-        entry["ids_hash"] = manifest["ids_hash"]
-        manifest.setdefault("stages", {})[stage] = entry
+        put(manifest)
+        write_json(manifest_path(run_dir), manifest)
+    return manifest
+
+
+def update_manifest(run_dir: str | os.PathLike[str], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read the run folder's manifest, apply ``change`` (which edits it in place) and save it atomically, all
+    under :data:`MANIFEST_LOCK`, so that stages finishing in parallel threads keep each other's entries.
+    Returns the saved manifest.
+
+    Raises:
+        RunFolderError: no manifest in ``run_dir`` (see :func:`load_manifest`).
+    """
+    with MANIFEST_LOCK:
+        manifest = load_manifest(run_dir)
+        change(manifest)
         write_json(manifest_path(run_dir), manifest)
     return manifest
 

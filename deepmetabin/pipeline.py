@@ -22,7 +22,7 @@ from ._io import file_sha256, save_npy, save_parquet
 from ._parallel import Background, CoreShare, Scheduler, release_memory, thread_limits
 from .contigs import Contigs, read_contigs
 from .errors import InputFileError, RunFolderError
-from .manifest import load_manifest, new_manifest, record_stage, require_stage
+from .manifest import load_manifest, new_manifest, record_stage, require_stage, update_manifest
 
 log = logging.getLogger(__name__)
 
@@ -665,22 +665,22 @@ def run(
         return (force and stage == "features") or not st or st.get("status") != "done" or st.get("request") != requests[stage] \
             or any(u in rerun for u in _UPSTREAM[stage])
 
-    def mark(stage: str) -> None:
-        from ._io import write_json
-        from .manifest import MANIFEST_LOCK
-
-        with MANIFEST_LOCK:
-            m = load_manifest(out)
+    def mark(stage: str, beside: str | None) -> None:
+        def change(m: dict[str, Any]) -> None:
             m["stages"][stage]["request"] = requests[stage]
+            if beside:  # read by the CLI's summary (the stage's seconds overlap the other stage's)
+                m["stages"][stage]["beside"] = beside
             if stage == "features":
                 m["signature"] = signature
-            write_json(out / "manifest.json", m)
+
+        update_manifest(out, change)
         rerun.add(stage)
 
     prog = progress_for or (lambda stage: None)
     tc = replace(config.train or TrainConfig(seed=config.seed), device=device, threads=config.threads)
 
-    def run_stage(stage: str, abort: Background | None = None, threads: int | CoreShare = config.threads) -> None:
+    def run_stage(stage: str, abort: Background | None = None, threads: int | CoreShare = config.threads,
+                  beside: str | None = None) -> None:
         note(stage, "start")
         if stage == "features":
             features_stage(contigs, out, bams=bams, depth_table=depth_table, min_length=config.min_length,
@@ -709,7 +709,7 @@ def run(
                        device=device)
         else:
             map_stage(out, seed=config.seed, max_fit=requests["map"]["max_fit"], progress=prog("map"))
-        mark(stage)
+        mark(stage, beside)
         release_memory()
         note(stage, "done")
 
@@ -734,7 +734,7 @@ def run(
                 # (3 threads on 2 cores slowed epochs 1.1 -> 1.8 s on medium) and no core idles at the end.
                 train_threads = max(1, config.threads // 4)  # the small network gains little from more
                 held.enter_context(cores.hold(train_threads))
-                markers = Background(lambda: run_stage("markers", threads=cores), name="deepmetabin-markers")
+                markers = Background(lambda: run_stage("markers", threads=cores, beside="train"), name="deepmetabin-markers")
                 continue
             if stage == "train" and markers is not None:
                 try:

@@ -151,3 +151,28 @@ def test_release_memory_trims_without_a_child_process():
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(out.strip()) == 0
+
+
+def test_stages_recorded_from_parallel_threads_keep_each_others_entries(tmp_path):
+    """record_stage(run, None, ...) and update_manifest read-modify-write under one lock: two threads recording
+    different stages and editing entries at once lose nothing (unlocked, a stale copy overwrites the other's)."""
+    import threading
+
+    from deepmetabin.manifest import load_manifest, new_manifest, record_stage, update_manifest
+    from deepmetabin._io import write_json
+
+    write_json(tmp_path / "manifest.json", new_manifest("h", 1, {}))
+
+    def work(name: str) -> None:
+        for i in range(40):
+            record_stage(tmp_path, None, f"{name}{i}", params={}, outputs={}, seconds=0.0)
+            update_manifest(tmp_path, lambda m, s=f"{name}{i}": m["stages"][s].update(request=i))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stages = load_manifest(tmp_path)["stages"]
+    assert sorted(stages) == sorted(f"{n}{i}" for n in "ab" for i in range(40))
+    assert all(e["request"] == int(s[1:]) and e["ids_hash"] == "h" for s, e in stages.items())
