@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	@echo "compiling UMAP's numba code once for this install (~25 s; the first map would otherwise pay it)"
+	$(BIN)/python -c "from deepmetabin.embedding import warm_up; warm_up()"
 	touch $@
 
 demo: $(STAMP)
