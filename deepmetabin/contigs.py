@@ -80,9 +80,18 @@ class Contigs:
 
     def sequence(self, i: int) -> str:
         """The upper-case sequence of contig ``i`` (position in this container)."""
+        return self.require_sequences()[self.offsets[i] : self.offsets[i + 1]].tobytes().decode()
+
+    def require_sequences(self) -> np.ndarray:
+        """``seq_buffer``, for code that reads the sequences (TNF, gene calling, the sequences' hash).
+
+        Raises:
+            RuntimeError: they were released (:meth:`release_sequences`): reading the empty buffer at the
+                contigs' offsets would read past its end.
+        """
         if self.offsets[-1] != len(self.seq_buffer):
             raise RuntimeError("the sequences of this Contigs were released (release_sequences); read the FASTA again")
-        return self.seq_buffer[self.offsets[i] : self.offsets[i + 1]].tobytes().decode()
+        return self.seq_buffer
 
     def release_sequences(self) -> None:
         """Free the sequences, in place: for the owner of this container once only ids, lengths, GC and

@@ -427,6 +427,7 @@ def call_genes(contigs: Contigs, *, threads: Threads = 1, progress: Progress | N
     """
     if not isinstance(threads, CoreShare):
         threads = max(1, int(threads))
+    contigs.require_sequences()
     models = _gene_models(contigs, mode)
     total = contigs.total_bp
     chunks = _chunks(contigs.lengths, min(len(contigs), int(threads) * 16)) if len(contigs) else []
@@ -723,6 +724,7 @@ def find_marker_sets(
     """
     for name in marker_sets:
         load_profiles(name)  # fail on missing data before minutes of gene calling
+    contigs.require_sequences()
     p_genes, p_search = _two_phase(progress, contigs.total_bp)
     if p_genes is not None:
         p_genes(0, contigs.total_bp)
@@ -846,7 +848,7 @@ def sequences_hash(contigs: Contigs) -> str:
     """SHA-256 (hex, first 16) of the contigs' sequences and their boundaries."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(contigs.offsets, dtype=np.int64).tobytes())
-    h.update(memoryview(np.ascontiguousarray(contigs.seq_buffer)))  # no copy of the assembly
+    h.update(memoryview(np.ascontiguousarray(contigs.require_sequences())))  # no copy of the assembly
     return h.hexdigest()[:16]
 
 

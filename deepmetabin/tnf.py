@@ -132,7 +132,7 @@ def tetramer_counts(
     n = len(contigs)
     out = np.zeros((n, 256), dtype=np.uint32)
     total = int(contigs.offsets[-1])
-    offsets, buf = contigs.offsets, contigs.seq_buffer
+    offsets, buf = contigs.offsets, contigs.require_sequences()
     if progress is not None:
         progress(0, total)
     if scheduler is not None:

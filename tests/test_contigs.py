@@ -184,3 +184,10 @@ def test_release_sequences_keeps_ids_lengths_gc_and_refuses_sequences(tmp_path):
     assert c.seq_buffer.size == 0 and list(c.ids) == ["a", "b"] and c.total_bp == 2700 and np.array_equal(c.gc, gc)
     with pytest.raises(RuntimeError, match="released"):
         c.sequence(0)
+    # every reader of the raw buffer refuses too (it would read past the empty buffer's end)
+    from deepmetabin.markers import call_genes, find_marker_sets, sequences_hash
+    from deepmetabin.tnf import tnf
+
+    for read in (tnf, call_genes, find_marker_sets, sequences_hash):
+        with pytest.raises(RuntimeError, match="released"):
+            read(c)
