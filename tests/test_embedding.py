@@ -11,7 +11,7 @@ from deepmetabin.embedding import umap_embed
 
 
 def test_warm_up_puts_umaps_compiled_functions_in_the_disk_cache(tmp_path):
-    """UMAP does not cache its numba functions itself; deepmetabin enables it, and ``warm_up`` (run by
+    """UMAP caches only a few of its numba functions itself; deepmetabin enables it for the rest, and ``warm_up`` (run by
     ``make setup``) fills the cache, so a later process loads instead of compiling (~25 s on 2 cores)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", "from deepmetabin.embedding import warm_up; warm_up()"], env=env, check=True,
