@@ -258,9 +258,11 @@ class BinSet:
         write_text(path, "".join(f"{c}\n" for c in self.ids[self.assignment == UNBINNED]))
 
     def write_fasta(
-        self, folder: str | os.PathLike[str], contigs: Contigs, width: int = 80, group: Callable[[str], str | None] | None = None
+        self, folder: str | os.PathLike[str], contigs: Contigs, width: int = 80, group: Callable[[str], str | None] | None = None,
+        buffer_bytes: int = 16 << 20,
     ) -> list[Path]:
         """One ``<bin>.fna`` per bin into ``folder``, written in a sibling temp folder and swapped in.
+        ``contigs`` may be a container without sequences (they are then read again from its FASTA).
 
         ``group(bin) -> subfolder`` puts each bin's file in a subfolder (multi-sample mode: one per sample).
 
@@ -273,14 +275,36 @@ class BinSet:
         tmp = temp_dir_beside(folder)
         old: Path | None = None
         try:
+            files: dict[str, Path] = {}
             for b in self.bins:
                 sub = tmp / _safe(group(b) or "") if group else tmp
                 sub.mkdir(exist_ok=True)
-                with open(sub / f"{_safe(b)}.fna", "w") as fh:
-                    for r in self.members(b):
-                        seq = contigs.sequence(r)
-                        fh.write(f">{self.ids[r]}\n")
-                        fh.writelines(seq[i : i + width] + "\n" for i in range(0, len(seq), width))
+                files[b] = sub / f"{_safe(b)}.fna"
+                files[b].touch()
+            # One pass over the contigs in order (from memory, or read again from the FASTA when the
+            # container holds none: Contigs.sequences), each record appended to its bin's pending text;
+            # the pending texts go to their files whenever they pass ``buffer_bytes`` together, so neither
+            # the assembly nor an open file per bin is held.
+            pending: dict[str, list[str]] = {}
+            size = 0
+
+            def flush() -> None:
+                for b, texts in pending.items():
+                    with open(files[b], "a") as fh:
+                        fh.writelines(texts)
+                pending.clear()
+
+            for r, (cid, seq) in enumerate(contigs.sequences()):
+                b = self.assignment[r]
+                if b not in files:
+                    continue  # unbinned
+                text = f">{cid}\n" + "".join(seq[i : i + width] + "\n" for i in range(0, len(seq), width))
+                pending.setdefault(b, []).append(text)
+                size += len(text)
+                if size >= buffer_bytes:
+                    flush()
+                    size = 0
+            flush()
             if folder.exists():
                 old = folder.with_name(f".{folder.name}.old")
                 if old.exists():

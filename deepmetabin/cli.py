@@ -406,10 +406,11 @@ def _run_bin(args: argparse.Namespace) -> int:
           f"binned bp: {100 * s['binned_bp']:.1f}%   K: {st['k']} ({st['k_rule']})")
     print(f"after the GMM: fragments joined {st.get('fragments_joined', 0)}, "
           f"contigs moved as graph islands {st.get('contigs_moved_as_islands', 0)}")
-    beside = {"markers", "train"} <= set(times) and result.manifest["stages"]["markers"].get("beside") == "train"
+    stages = result.manifest["stages"]
     print("stage      seconds")
     for stage, sec in s["seconds"].items():
-        how = "  (reused)" if stage not in times else "  (beside train)" if stage == "markers" and beside else ""
+        beside = stages.get(stage, {}).get("beside")  # its seconds overlap that stage's (both ran in this call)
+        how = "  (reused)" if stage not in times else f"  (beside {beside})" if beside in times else ""
         print(f"{stage:<10} {times.get(stage, sec or 0):8.1f}{how}")
     print(f"total      {time.perf_counter() - t0:8.1f}   peak RAM {peak:.0f} MB -> {args.out}")
     return 0

@@ -100,9 +100,34 @@ class Contigs:
         object.__setattr__(self, "seq_buffer", np.zeros(0, dtype=np.uint8))
 
     def sequences(self) -> Iterator[tuple[str, str]]:
-        """Yield ``(id, sequence)`` for every contig in order."""
-        for i, cid in enumerate(self.ids):
-            yield cid, self.sequence(i)
+        """Yield ``(id, sequence)`` (upper case) for every contig in order: from memory, or, once the
+        sequences were released (:meth:`release_sequences`, or a container made without them, such as
+        :func:`deepmetabin.pipeline.load_contigs` ``(sequences=False)``), read again from ``source`` one
+        record at a time (records that are not these contigs, e.g. the short ones, are skipped).
+
+        Raises:
+            FastaError: ``source`` no longer holds these contigs (one missing, out of order, or of
+                another length).
+        """
+        if self.offsets[-1] == len(self.seq_buffer):
+            for i, cid in enumerate(self.ids):
+                yield cid, self.sequence(i)
+            return
+        path = Path(self.source)
+        i = 0
+        for cid, _line, parts in _read_records(path):
+            if i == len(self.ids):
+                return
+            if cid != self.ids[i]:
+                continue
+            seq = b"".join(parts).translate(_UPPER_U_TO_T)
+            if len(seq) != self.lengths[i]:
+                break
+            yield cid, seq.decode()
+            i += 1
+        if i < len(self.ids):
+            raise FastaError(f"{path}: no longer holds contig '{self.ids[i]}' of {self.lengths[i]} bp where it was; "
+                             "give the FASTA the run was made from, or run `deepmetabin features` again")
 
     def with_depth(self, depth: np.ndarray, samples: list[str] | tuple[str, ...]) -> "Contigs":
         """A copy with a (N, S) depth matrix attached; rows must follow this container's order."""

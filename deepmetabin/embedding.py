@@ -21,7 +21,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -82,6 +82,40 @@ def _cache_umap_compilation() -> None:
         log.debug("numba caching of UMAP not enabled: %s", exc)
 
 
+@functools.cache
+def _release_gil_in_layout() -> None:
+    """Let UMAP's layout epochs (~70 % of a map's time) release the GIL, so that the map can run in a
+    thread beside another stage (``deepmetabin bin`` runs it beside the bins stage): the same numba code,
+    compiled with ``nogil=True`` under its own name (its own disk-cache entry), put where UMAP looks it up
+    for each fit (``umap.layouts._nb_optimize_layout_euclidean_single_epoch``). The same coordinates, bit
+    for bit (tested). Any change in UMAP's internals leaves UMAP as it is. Done once per process."""
+    try:
+        import types
+
+        import numba
+        import umap.layouts as layouts
+
+        if not callable(getattr(layouts, "_get_optimize_layout_euclidean_single_epoch_fn", None)):
+            return  # another UMAP: its layout function is not looked up where this replaces it
+        py = layouts._optimize_layout_euclidean_single_epoch
+        fn = types.FunctionType(py.__code__, py.__globals__, py.__name__ + "_nogil", py.__defaults__, py.__closure__)
+        fn.__qualname__ = py.__qualname__ + "_nogil"
+        fn.__module__ = py.__module__
+        layouts._nb_optimize_layout_euclidean_single_epoch = numba.njit(
+            fn, fastmath=True, parallel=False, nogil=True, cache=True)
+    except Exception as exc:  # noqa: BLE001 - an optimisation only
+        log.debug("UMAP's layout keeps the GIL: %s", exc)
+
+
+def load_umap() -> Any:
+    """The ``umap`` module, imported with its compiled code cached on disk and its layout releasing the GIL."""
+    import umap
+
+    _cache_umap_compilation()
+    _release_gil_in_layout()
+    return umap
+
+
 def warm_up(rows: int = 300) -> float:
     """Compile UMAP's numba code into its on-disk cache by mapping ``rows`` seeded random points; return the
     seconds it took. ``make setup`` runs it once per install, so the first real map does not pay the
@@ -102,9 +136,7 @@ def umap_embed(latent: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, max_
     n = latent.shape[0]
     if n < 5:  # UMAP needs a few points; a line keeps the views working on toy runs
         return np.stack([np.arange(n), np.zeros(n)], 1).astype(np.float32)
-    import umap
-
-    _cache_umap_compilation()
+    umap = load_umap()
     fit = np.arange(n) if n <= max_fit else np.sort(np.random.default_rng(seed).choice(n, size=max_fit, replace=False))
     k = min(n_neighbors, len(fit) - 1)
     extra = {}

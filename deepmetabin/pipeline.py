@@ -140,8 +140,11 @@ def load_array(run_dir: str | os.PathLike[str], name: str) -> np.ndarray:
     return arr
 
 
-def load_contigs(run_dir: str | os.PathLike[str]) -> Contigs:
-    """Re-read the run's contigs (sequences included) from its input FASTA, checking the ids hash.
+def load_contigs(run_dir: str | os.PathLike[str], sequences: bool = True) -> Contigs:
+    """The run's contigs with their depth: re-read from its input FASTA (sequences included), checking
+    the ids hash; or, with ``sequences=False``, from ``contigs.parquet`` alone (ids, lengths, GC, depth),
+    without holding the sequences (medium: 78 MB less) — :meth:`Contigs.sequences` then reads them from
+    the FASTA one at a time (the bins stage writes the bins' FASTA that way).
 
     Raises:
         RunFolderError: the FASTA moved, or now holds other contigs than the run was made from.
@@ -150,12 +153,19 @@ def load_contigs(run_dir: str | os.PathLike[str]) -> Contigs:
     src = manifest["inputs"]["contigs"]
     if not Path(src["path"]).exists():
         raise RunFolderError(f"{run_dir}: its contigs FASTA {src['path']} is gone; restore it or run `deepmetabin features` again")
+    frame = load_frame(run_dir)
+    samples = manifest["stages"]["features"]["params"]["samples"]
+    depth = frame[[f"depth:{s}" for s in samples]].to_numpy(np.float32)
+    if not sequences:
+        lengths = frame["length"].to_numpy(np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])  # offsets past the empty buffer: the sequences read as released
+        return Contigs(ids=frame["contig"].to_numpy(object), lengths=lengths, gc=frame["gc"].to_numpy(np.float32),
+                       seq_buffer=np.zeros(0, dtype=np.uint8), offsets=offsets, depth=depth, samples=tuple(samples),
+                       source=str(src["path"]))
     contigs = read_contigs(src["path"], min_length=src["min_length"])
     if contigs.ids_hash != manifest["ids_hash"]:
         raise RunFolderError(f"{src['path']}: now holds other contigs than run {run_dir} was made from; run `deepmetabin features` again")
-    frame = load_frame(run_dir)
-    samples = load_manifest(run_dir)["stages"]["features"]["params"]["samples"]
-    depth = frame[[f"depth:{s}" for s in samples]].to_numpy(np.float32)
     return contigs.with_depth(depth, samples)
 
 
@@ -398,7 +408,7 @@ def bins_stage(
     manifest = require_stage(run_dir, "markers", "deepmetabin markers --run DIR")
     run = Path(run_dir)
     latent = np.load(run / "latent.npy")
-    contigs = load_contigs(run_dir)
+    contigs = load_contigs(run_dir, sequences=False)  # the bins' FASTA reads them one at a time
     sc, checkm = load_markers(run_dir, "sc107"), load_markers(run_dir, "checkm_bacteria")
     samples = None
     if multi_split:
@@ -482,13 +492,15 @@ def bins_stage(
         group = sample_by_bin.get
     named = np.where(binset.assignment == "", None, binset.assignment)
     quality = bin_quality(named, checkm, contigs)
+    # the FASTA first: it reads the sequences again, and a FASTA changed since the features stage stops
+    # the stage before any of its other outputs is replaced
+    binset.write_fasta(run / "bins", contigs, group=group)
     binset.write_tsv(run / "bins.tsv")
     binset.write_cami(run / "bins.cami", sample_id=run.name)
     binset.write_unbinned(run / "unbinned.tsv")
     from ._io import write_text
 
     write_text(run / "quality.tsv", quality.to_csv(sep="\t", index=False, float_format="%.2f"))
-    binset.write_fasta(run / "bins", contigs, group=group)
     binned_bp = float(contigs.lengths[labels >= 0].sum() / contigs.total_bp)
     return record_stage(
         run_dir, None, "bins",
@@ -715,6 +727,7 @@ def run(
 
     train_threads = config.threads
     markers: Background | None = None  # the markers stage, when it runs beside training
+    mapper: Background | None = None  # the map stage, when it runs beside the bins stage
     cores = CoreShare(config.threads)
     with thread_limits(config.threads), contextlib.ExitStack() as held:  # held: the cores training holds
         for stage in STAGES:
@@ -736,6 +749,23 @@ def run(
                 held.enter_context(cores.hold(train_threads))
                 markers = Background(lambda: run_stage("markers", threads=cores, beside="train"), name="deepmetabin-markers")
                 continue
+            if stage == "bins" and config.map and config.threads >= 2 and needed("map"):
+                # The map beside the bins stage: both need only the latent means and use one core each (the
+                # map's layout epochs release the GIL: embedding._release_gil_in_layout); on medium the run's
+                # single-core tail went 9.9 -> ~6 s.
+                _import_tail()
+                with thread_limits(max(1, config.threads // 2)):  # half the cores each (set here: pools are process-wide)
+                    mapper = Background(lambda: run_stage("map", beside="bins"), name="deepmetabin-map")
+                    try:
+                        run_stage("bins")
+                    except Exception:
+                        with contextlib.suppress(Exception):  # the bins stage's error is the one to report
+                            mapper.join()
+                        raise
+                    mapper.join()
+                continue
+            if stage == "map" and mapper is not None:
+                continue  # ran beside the bins stage
             if stage == "train" and markers is not None:
                 try:
                     run_stage("train", abort=markers)
@@ -747,6 +777,15 @@ def run(
                 continue
             run_stage(stage)
     return Run.load(out)
+
+
+def _import_tail() -> None:
+    """Import what the bins and map stages use, here, before they run in two threads: a package imported
+    by two threads at once can meet itself half-initialised (scikit-learn did: ImportError 'clone')."""
+    from . import cluster  # noqa: F401 - scikit-learn, scipy.optimize
+    from .embedding import load_umap
+
+    load_umap()
 
 
 class _Aborted(Exception):

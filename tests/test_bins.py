@@ -6,6 +6,7 @@ import pytest
 
 from deepmetabin.bins import BinSet, CurationError
 from deepmetabin.contigs import Contigs, read_contigs
+from deepmetabin.errors import FastaError
 from deepmetabin.evaluate import read_binning
 
 IDS = [f"c{i}" for i in range(10)]
@@ -89,6 +90,31 @@ def test_writers_round_trip(tmp_path):
     b.merge(["bin_1", "bin_2"])
     assert [f.name for f in b.write_fasta(tmp_path / "bins", contigs)] == ["bin_0.fna", "bin_1.fna"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_fasta_from_a_container_without_sequences_reads_them_from_its_fasta(tmp_path):
+    """The bins stage holds no sequences: ``write_fasta`` then reads the source FASTA once (short records skipped,
+    lower case upper-cased as in memory) and writes the same files, whatever its buffer; a FASTA that changed since
+    is refused and the previous bins stay."""
+    rng = np.random.default_rng(2)
+    seqs = {c: "".join(rng.choice(list("ACGTacgt"), size=300 + 37 * i)) for i, c in enumerate(IDS)}
+    fasta = tmp_path / "contigs.fna"
+    fasta.write_text("".join(f">{c} desc\n{s[:100]}\n{s[100:]}\n" + (f">short{c}\nACGT\n" if i % 3 == 0 else "")
+                             for i, (c, s) in enumerate(seqs.items())))
+    held = read_contigs(fasta, min_length=200)
+    assert list(held.ids) == IDS
+    b = base()
+    want = {f.name: f.read_text() for f in b.write_fasta(tmp_path / "want", held)}
+    held.release_sequences()
+    for buffer_bytes in (1, 1000, 1 << 24):  # a flush after every record, after a few, once at the end
+        got = b.write_fasta(tmp_path / "got", held, buffer_bytes=buffer_bytes)
+        assert {f.name: f.read_text() for f in got} == want
+    fasta.write_text(fasta.read_text().replace(seqs["c4"][:100], seqs["c4"][:90]))  # c4 is 10 bp shorter now
+    b.merge(["bin_1", "bin_2"])
+    with pytest.raises(FastaError, match="no longer holds contig 'c4'"):
+        b.write_fasta(tmp_path / "got", held)
+    assert {f.name: f.read_text() for f in sorted((tmp_path / "got").iterdir())} == want
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["contigs.fna", "got", "want"]  # no temp folder left
 
 
 def test_bin_names_are_sanitised_for_files(tmp_path):

@@ -43,6 +43,13 @@ def test_features_writes_a_checked_run_folder(tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
     c = pipeline.load_contigs(out)
     assert c.sequence(0) == seqs["k141_0"] and c.depth.shape == (8, 2)
+    lean = pipeline.load_contigs(out, sequences=False)  # from contigs.parquet: all but the sequences
+    for field in ("ids", "lengths", "gc", "depth", "offsets"):
+        assert np.array_equal(getattr(lean, field), getattr(c, field)), field
+    assert lean.samples == c.samples and lean.ids_hash == c.ids_hash and len(lean.seq_buffer) == 0
+    with pytest.raises(RuntimeError, match="released"):
+        lean.sequence(0)
+    assert dict(lean.sequences()) == dict(c.sequences())  # read from the FASTA one record at a time
 
 
 def test_existing_run_is_refused_unless_force(tmp_path, capsys):

@@ -19,7 +19,8 @@ def test_warm_up_puts_umaps_compiled_functions_in_the_disk_cache(tmp_path):
     cached = [p for p in tmp_path.rglob("*.nbi") if p.parent.name.startswith("umap")]  # umap_<hash>/layouts....nbi
     # the layout's epoch function: UMAP compiles it without cache=True (its rdist has it, so "layouts." alone proves nothing)
     names = sorted(p.name for p in cached)
-    assert any(n.startswith("layouts._optimize_layout_euclidean_single_epoch-") for n in names), names
+    # ... and deepmetabin's copy of it that releases the GIL (what UMAP calls once deepmetabin loaded it)
+    assert any(n.startswith("layouts._optimize_layout_euclidean_single_epoch_nogil-") for n in names), names
 
 
 def test_umap_embed_is_seeded_and_shaped():
@@ -29,3 +30,25 @@ def test_umap_embed_is_seeded_and_shaped():
     assert np.array_equal(a, b)
     line = umap_embed(x[:4])
     assert line.shape == (4, 2) and np.array_equal(line[:, 0], np.arange(4))
+
+
+def test_layout_releases_the_gil_and_gives_the_same_map():
+    """The map runs in a thread beside the bins stage: UMAP's layout epochs, compiled again with ``nogil``, must
+    give the coordinates UMAP's own compiled function gives, bit for bit."""
+    import umap.layouts as layouts
+
+    from deepmetabin.embedding import load_umap
+
+    load_umap()
+    ours = layouts._nb_optimize_layout_euclidean_single_epoch
+    assert ours.targetoptions.get("nogil") is True
+    assert ours.py_func.__code__ is layouts._optimize_layout_euclidean_single_epoch.__code__  # the same code
+    x = np.random.default_rng(4).normal(size=(150, 5)).astype(np.float32)
+    released = umap_embed(x, seed=1)
+    try:
+        layouts._nb_optimize_layout_euclidean_single_epoch = layouts.numba.njit(
+            layouts._optimize_layout_euclidean_single_epoch, fastmath=True, parallel=False)  # UMAP's own
+        held = umap_embed(x, seed=1)
+    finally:
+        layouts._nb_optimize_layout_euclidean_single_epoch = ours
+    assert np.array_equal(released, held)

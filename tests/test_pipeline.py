@@ -41,9 +41,11 @@ def test_bin_end_to_end_then_reuse_and_partial_rerun(tmp_path, inputs, capsys):
     summary = capsys.readouterr().out
     assert "bins:" in summary and "peak RAM" in summary
     assert "markers" in summary and "(beside train)" in summary  # --threads 2: markers ran beside training
+    assert "(beside bins)" in summary  # ... and the map beside the bins stage
     assert "contigs moved as graph islands" in summary
     r = Run.load(out)
     assert all(r.done(s) for s in ("features", "graph", "markers", "train", "bins", "map"))
+    assert r.manifest["stages"]["map"]["beside"] == "bins" and "beside" not in r.manifest["stages"]["bins"]
     # the app's map is made by the run (the app then opens it without computing anything)
     from deepmetabin.ui.state import RunData
 
