@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 import threading
 import uuid
@@ -200,6 +201,30 @@ def trim_heap() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+#: Blocks of at least this many bytes get their own memory mapping, handed back to the system when freed
+#: (:func:`fix_mmap_threshold`).
+MMAP_THRESHOLD = 4 << 20
+
+
+@functools.cache
+def fix_mmap_threshold() -> bool:
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` for this process (``mallopt(M_MMAP_THRESHOLD)``);
+    True when set. glibc raises its threshold each time a mapped block is freed (up to 32 MB), after which
+    numpy arrays of up to that size come from the threads' heaps, whose freed pages stay with the process:
+    on 2 cores `deepmetabin bin` peaked at 782 -> 681 MB on small and 804 -> 742 MB on medium with it fixed,
+    in the same time (thresholds of 0.5, 1 and 4 MB gave the same peaks; 128 kB cost 10 % more time in
+    mmap/munmap). Not set where the user set ``MALLOC_MMAP_THRESHOLD_`` or outside glibc. Once per process."""
+    import ctypes
+    import platform
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD (malloc.h)
+    except (OSError, AttributeError):
+        return False
 
 
 @functools.cache

