@@ -250,7 +250,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="neighbours sampled per contig and step for the must-link term (default 1; 0 = every neighbour, exact)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same bins on CPU)")
-    p.add_argument("--threads", type=int, default=None, help="threads (default: all available cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="cores (default: all available); training's torch threads are a quarter of them, at least one, "
+                        "as in `deepmetabin bin` (the model depends on the thread count)")
 
 
 def _train_config(args: argparse.Namespace) -> "object":
@@ -291,7 +293,12 @@ def _epoch_bar(enabled: bool, epochs: int) -> Iterator[Callable[[object], None]]
 def _run_train(args: argparse.Namespace) -> int:
     from .pipeline import train_stage
 
+    from dataclasses import replace
+
+    from .train import training_threads
+
     config = _train_config(args)
+    config = replace(config, threads=training_threads(config.threads))  # as `deepmetabin bin` trains: the same model
     t0 = time.perf_counter()
     with _epoch_bar(not args.quiet, config.epochs) as on_epoch:
         manifest = train_stage(args.run, config, resume=args.resume, callbacks=[on_epoch])

@@ -654,7 +654,7 @@ def run(
     """
     fix_mmap_threshold()  # large arrays handed back when freed (the run's peak RSS: -60 to -100 MB)
     from .markers import DEFAULT_STAGE_SETS
-    from .train import TrainConfig
+    from .train import TrainConfig, training_threads
 
     config = config or Config()
     out = Path(out)
@@ -726,7 +726,7 @@ def run(
         release_memory()
         note(stage, "done")
 
-    train_threads = config.threads
+    train_threads = training_threads(config.threads)  # the same with or without the markers beside (same model)
     markers: Background | None = None  # the markers stage, when it runs beside training
     mapper: Background | None = None  # the map stage, when it runs beside the bins stage
     cores = CoreShare(config.threads)
@@ -746,7 +746,6 @@ def run(
                 # thread count: its results depend on it); the markers use the others, and its too once it ends: gene
                 # calling and the search ask the CoreShare before each chunk / profile. Both at full speed
                 # (3 threads on 2 cores slowed epochs 1.1 -> 1.8 s on medium) and no core idles at the end.
-                train_threads = max(1, config.threads // 4)  # the small network gains little from more
                 held.enter_context(cores.hold(train_threads))
                 markers = Background(lambda: run_stage("markers", threads=cores, beside="train"), name="deepmetabin-markers")
                 continue

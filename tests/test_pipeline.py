@@ -79,6 +79,18 @@ def test_bin_end_to_end_then_reuse_and_partial_rerun(tmp_path, inputs, capsys):
     assert len(read_binning(out / "bins.tsv")) == 0 or read_binning(out / "bins.tsv")["bin"].nunique() <= 1
 
 
+def test_training_after_a_reused_markers_stage_gives_the_fresh_runs_model(tmp_path, inputs):
+    """Training uses a fixed share of the cores (torch's floats depend on its thread count): a --resume that reuses
+    the markers stage and retrains (a training option changed) gives the model a fresh run with that option gives."""
+    depth, _ = inputs
+    assert _bin(tmp_path / "fresh", depth, "--epochs", "12") == 0
+    assert _bin(tmp_path / "resumed", depth) == 0
+    assert _bin(tmp_path / "resumed", depth, "--resume", "--epochs", "12") == 0
+    fresh, resumed = Run.load(tmp_path / "fresh"), Run.load(tmp_path / "resumed")
+    assert resumed.manifest["stages"]["markers"].get("beside") == "train"  # the markers stage ran once, at first
+    assert np.array_equal(fresh.latent, resumed.latent)
+
+
 def test_other_inputs_refused_unless_force(tmp_path, inputs, capsys):
     depth, _ = inputs
     out = tmp_path / "run"
