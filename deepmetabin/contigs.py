@@ -78,6 +78,18 @@ class Contigs:
             builder.add(cid, seq.encode() if isinstance(seq, str) else seq)
         return builder.build(source)
 
+    @classmethod
+    def from_table(cls, table: "ContigTable", source: str) -> "Contigs":
+        """A container of ``table``'s contigs without their sequences (as after :meth:`release_sequences`):
+        :meth:`sequences` reads them from the FASTA ``source`` one record at a time."""
+        return cls(ids=table.ids, lengths=table.lengths, gc=table.gc, seq_buffer=np.zeros(0, dtype=np.uint8),
+                   offsets=_offsets(table.lengths), source=source)
+
+    @property
+    def holds_sequences(self) -> bool:
+        """False once the sequences were released (or for a container made without them)."""
+        return bool(self.offsets[-1] == len(self.seq_buffer))
+
     def sequence(self, i: int) -> str:
         """The upper-case sequence of contig ``i`` (position in this container)."""
         return self.require_sequences()[self.offsets[i] : self.offsets[i + 1]].tobytes().decode()
@@ -89,7 +101,7 @@ class Contigs:
             RuntimeError: they were released (:meth:`release_sequences`): reading the empty buffer at the
                 contigs' offsets would read past its end.
         """
-        if self.offsets[-1] != len(self.seq_buffer):
+        if not self.holds_sequences:
             raise RuntimeError("the sequences of this Contigs were released (release_sequences); read the FASTA again")
         return self.seq_buffer
 
@@ -109,7 +121,7 @@ class Contigs:
             FastaError: ``source`` no longer holds these contigs (one missing, out of order, or of
                 another length).
         """
-        if self.offsets[-1] == len(self.seq_buffer):
+        if self.holds_sequences:
             for i, cid in enumerate(self.ids):
                 yield cid, self.sequence(i)
             return
@@ -141,8 +153,7 @@ class Contigs:
         index = np.arange(len(self))[index]
         starts, ends = self.offsets[index], self.offsets[index + 1]
         lengths = ends - starts
-        offsets = np.zeros(len(index) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        offsets = _offsets(lengths)
         buf = np.concatenate([self.seq_buffer[s:e] for s, e in zip(starts, ends)]) if len(index) else np.zeros(0, np.uint8)
         return Contigs(
             ids=self.ids[index], lengths=self.lengths[index], gc=self.gc[index], seq_buffer=buf,
@@ -189,6 +200,13 @@ class ContigTable:
                    frame["gc"].to_numpy(np.float32))
 
 
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """(N+1,) int64 start of each contig in a buffer of the sequences laid end to end, then the total."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 class _Builder:
     """Sequences appended one by one into a single growing buffer (upper-cased, U -> T), with their
     length and GC: the assembly is held once (plus the buffer's growth slack), never as a list of
@@ -212,10 +230,8 @@ class _Builder:
 
     def build(self, source: str) -> "Contigs":
         lengths = np.array(self.lengths, dtype=np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
         return Contigs(ids=np.array(self.ids, dtype=object), lengths=lengths, gc=np.array(self.gc, dtype=np.float32),
-                       seq_buffer=np.frombuffer(self.buffer, dtype=np.uint8), offsets=offsets, source=source)
+                       seq_buffer=np.frombuffer(self.buffer, dtype=np.uint8), offsets=_offsets(lengths), source=source)
 
 
 #: Bytes of (decompressed) FASTA parsed at a time.

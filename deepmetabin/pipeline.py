@@ -20,7 +20,7 @@ import pandas as pd
 
 from ._io import file_sha256, save_npy, save_parquet
 from ._parallel import Background, CoreShare, Scheduler, fix_mmap_threshold, release_memory, thread_limits
-from .contigs import Contigs, read_contigs
+from .contigs import Contigs, ContigTable, read_contigs
 from .errors import InputFileError, RunFolderError
 from .manifest import load_manifest, new_manifest, record_stage, require_stage, update_manifest
 
@@ -157,12 +157,7 @@ def load_contigs(run_dir: str | os.PathLike[str], sequences: bool = True) -> Con
     samples = manifest["stages"]["features"]["params"]["samples"]
     depth = frame[[f"depth:{s}" for s in samples]].to_numpy(np.float32)
     if not sequences:
-        lengths = frame["length"].to_numpy(np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])  # offsets past the empty buffer: the sequences read as released
-        return Contigs(ids=frame["contig"].to_numpy(object), lengths=lengths, gc=frame["gc"].to_numpy(np.float32),
-                       seq_buffer=np.zeros(0, dtype=np.uint8), offsets=offsets, depth=depth, samples=tuple(samples),
-                       source=str(src["path"]))
+        return Contigs.from_table(ContigTable.from_frame(frame), str(src["path"])).with_depth(depth, samples)
     contigs = read_contigs(src["path"], min_length=src["min_length"])
     if contigs.ids_hash != manifest["ids_hash"]:
         raise RunFolderError(f"{src['path']}: now holds other contigs than run {run_dir} was made from; run `deepmetabin features` again")
