@@ -41,6 +41,8 @@ class Contigs:
         depth: (N, S) float32 mean read depth per sample, or ``None`` before depth is attached.
         samples: the S sample names (depth column names).
         source: the FASTA path the contigs came from.
+        unique_depth: (N, S) float32 depth of the reads the aligner placed with MAPQ >= 1 (from BAMs:
+            :func:`deepmetabin.depth.depth_from_bams` ``(unique=True)``), or ``None`` (a depth table).
     """
 
     ids: np.ndarray
@@ -51,6 +53,7 @@ class Contigs:
     depth: np.ndarray | None = None
     samples: tuple[str, ...] = ()
     source: str = ""
+    unique_depth: np.ndarray | None = None
     _hash: list[str] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
@@ -141,12 +144,18 @@ class Contigs:
             raise FastaError(f"{path}: no longer holds contig '{self.ids[i]}' of {self.lengths[i]} bp where it was; "
                              "give the FASTA the run was made from, or run `deepmetabin features` again")
 
-    def with_depth(self, depth: np.ndarray, samples: list[str] | tuple[str, ...]) -> "Contigs":
-        """A copy with a (N, S) depth matrix attached; rows must follow this container's order."""
+    def with_depth(self, depth: np.ndarray, samples: list[str] | tuple[str, ...],
+                   unique: np.ndarray | None = None) -> "Contigs":
+        """A copy with a (N, S) depth matrix (and optionally the (N, S) unique depth of the same samples)
+        attached; rows must follow this container's order."""
         depth = np.ascontiguousarray(depth, dtype=np.float32)
         if depth.ndim != 2 or depth.shape[0] != len(self) or depth.shape[1] != len(samples):
             raise ValueError(f"depth must be ({len(self)}, {len(samples)}), got {depth.shape}")
-        return replace(self, depth=depth, samples=tuple(samples), _hash=list(self._hash))
+        if unique is not None:
+            unique = np.ascontiguousarray(unique, dtype=np.float32)
+            if unique.shape != depth.shape:
+                raise ValueError(f"unique depth must be {depth.shape} like the depth, got {unique.shape}")
+        return replace(self, depth=depth, samples=tuple(samples), unique_depth=unique, _hash=list(self._hash))
 
     def subset(self, index: np.ndarray) -> "Contigs":
         """The contigs at ``index`` (positions or a boolean mask), in that order."""
@@ -159,14 +168,19 @@ class Contigs:
             ids=self.ids[index], lengths=self.lengths[index], gc=self.gc[index], seq_buffer=buf,
             offsets=offsets, depth=None if self.depth is None else self.depth[index],
             samples=self.samples, source=self.source,
+            unique_depth=None if self.unique_depth is None else self.unique_depth[index],
         )
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per contig: ``contig``, ``length``, ``gc`` and one ``depth:<sample>`` column per sample."""
+        """One row per contig: ``contig``, ``length``, ``gc``, one ``depth:<sample>`` column per sample and,
+        with a unique depth, one ``unique:<sample>`` column per sample."""
         frame = pd.DataFrame({"contig": self.ids.astype(str), "length": self.lengths, "gc": self.gc})
         if self.depth is not None:
             for j, s in enumerate(self.samples):
                 frame[f"depth:{s}"] = self.depth[:, j]
+        if self.unique_depth is not None:
+            for j, s in enumerate(self.samples):
+                frame[f"unique:{s}"] = self.unique_depth[:, j]
         return frame
 
 

@@ -7,6 +7,9 @@ Reads
     A record is skipped if it is secondary (0x100), QC-failed (0x200), a duplicate (0x400) or
     unmapped (0x4). Supplementary alignments (0x800) are *counted*, as jgi counts them (they cover
     other read bases than the primary). There is no mapping-quality filter (jgi ``--minMapQual 0``).
+Unique depth (``depth_from_bams(unique=True)``)
+    The same mean, in the same pass, over the kept reads whose MAPQ is >= ``MIN_UNIQUE_MAPQ`` (1; 255,
+    "not available", counts): the reads the aligner placed rather than drew among equal hits.
 Identity
     Over the CIGAR: ``E`` = bases in M/= ops, ``X`` = bases in X ops, ``I``/``D`` = inserted/deleted
     bases (N, S, H, P ignored). Substitutions come from the ``NM`` tag: with an M-only CIGAR,
@@ -113,6 +116,11 @@ PathLike = str | os.PathLike[str]
 
 #: Records with any of these flags are skipped: unmapped 0x4, secondary 0x100, QC fail 0x200, duplicate 0x400.
 SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400
+
+#: A kept read counts in the *unique* depth too when its mapping quality is at least this: aligners give
+#: MAPQ 0 to a read whose best hits score the same on several contigs (it was drawn at random among them);
+#: 255 ("not available") counts as placed.
+MIN_UNIQUE_MAPQ = 1
 
 # ----------------------------------------------------------------------------------------------
 # numba rule code, shared by both engines: record filter + running mean + contig switch
@@ -221,12 +229,13 @@ def _identity(exact: int, cmatch: int, sub: int, ins: int, dels: int, has_eqx: b
 
 @numba.njit(cache=True, nogil=True)
 def _add_read(cig_buf: np.ndarray, cig: int, n_cig: int, pos: int, length: int, nm: int,
-              min_identity: np.float32, diff: np.ndarray) -> bool:
+              min_identity: np.float32, diff: np.ndarray, unique: bool) -> bool:
     """Clip, test and count one read; return True if it was kept.
 
     ``cig_buf[cig : cig + 4 * n_cig]`` is the CIGAR as BAM stores it (little-endian ``len << 4 | op``);
     ``pos`` (``0 <= pos < length``) its first reference base; ``nm`` the NM tag or -1. A kept read
-    adds +1/-1 to the contig's difference array ``diff`` at the ends of each M/=/X block.
+    adds +1/-1 to the contig's difference array ``diff[0]`` at the ends of each M/=/X block, and to
+    ``diff[1]`` too when ``unique`` (its mapping quality says it was placed, not drawn among equal hits).
     """
     # an alignment running past the contig end: the crossing op and the rest become a soft clip
     n_use = n_cig
@@ -270,8 +279,11 @@ def _add_read(cig_buf: np.ndarray, cig: int, n_cig: int, pos: int, length: int, 
         op = v & 15
         ln = v >> 4
         if op == 0 or op == 7 or op == 8:
-            diff[refpos] += 1
-            diff[min(refpos + ln, length)] -= 1
+            diff[0, refpos] += 1
+            diff[0, min(refpos + ln, length)] -= 1
+            if unique:
+                diff[1, refpos] += 1
+                diff[1, min(refpos + ln, length)] -= 1
         if op == 0 or op == 2 or op == 3 or op == 7 or op == 8:
             refpos += ln
     return True
@@ -304,7 +316,8 @@ def _finish_contig(diff: np.ndarray, length: int, e: int) -> float:
 def _begin_record(state: np.ndarray, tid: int, pos: int, flag: int, l_seq: int, ref_lens: np.ndarray,
                   diff: np.ndarray, depth: np.ndarray, max_edge: int) -> int:
     """Account one record in ``state``: running mean read length, sort check, flag filter; finish
-    the previous contig (into ``depth``) when a mapped read of the next one arrives.
+    the previous contig (into ``depth[0]`` from ``diff[0]``, ``depth[1]`` from ``diff[1]``) when a
+    mapped read of the next one arrives.
 
     Returns 1 if the read is to be clipped/tested/counted (``_add_read``), 0 if it adds nothing,
     -1 on an error (code in ``state[_ERR]``).
@@ -326,7 +339,9 @@ def _begin_record(state: np.ndarray, tid: int, pos: int, flag: int, l_seq: int, 
     avg = state[_SIZES] // state[_COUNT]
     state[_AVG] = avg
     if tid != last_tid and last_tid >= 0:
-        depth[last_tid] = _finish_contig(diff, ref_lens[last_tid], min(max_edge, avg))
+        e = min(max_edge, avg)
+        depth[0, last_tid] = _finish_contig(diff[0], ref_lens[last_tid], e)
+        depth[1, last_tid] = _finish_contig(diff[1], ref_lens[last_tid], e)
     state[_LAST_TID] = tid
     state[_LAST_POS] = pos
     if pos < 0 or pos >= ref_lens[tid]:
@@ -341,11 +356,12 @@ def _begin_record(state: np.ndarray, tid: int, pos: int, flag: int, l_seq: int, 
 
 @numba.njit(cache=True, nogil=True)
 def _scan_records(buf: np.ndarray, end: int, ref_lens: np.ndarray, diff: np.ndarray, depth: np.ndarray,
-                  state: np.ndarray, min_identity: np.float32, max_edge: int) -> int:
+                  state: np.ndarray, min_identity: np.float32, max_edge: int, min_mapq: int) -> int:
     """Consume whole BAM records from ``buf[:end]``; return the offset of the first incomplete one.
 
-    ``diff`` (max L + 2,) int32 holds the current contig's coverage differences; ``depth`` (n_refs,)
-    float64 receives each finished contig's mean depth; ``state`` (see ``_LAST_TID`` ...) carries the
+    ``diff`` (2, max L + 2) int32 holds the current contig's coverage differences (row 0 all kept
+    reads, row 1 those with mapping quality >= ``min_mapq``); ``depth`` (2, n_refs) float64 receives
+    each finished contig's mean depth of both; ``state`` (see ``_LAST_TID`` ...) carries the
     position, the running read-length mean and error codes between calls. A kept read whose CIGAR
     is a ``CG``-tag placeholder (> 65535 ops) stops the scan with ``_ERR_LONG_CIGAR``.
     """
@@ -381,7 +397,8 @@ def _scan_records(buf: np.ndarray, end: int, ref_lens: np.ndarray, diff: np.ndar
                 and _aux_find(buf, aux, nxt, 67, 71) >= 0):
             state[_ERR] = _ERR_LONG_CIGAR
             break
-        if _add_read(buf, cig, n_cig, pos, ref_lens[tid], _nm_tag(buf, aux, nxt), min_identity, diff):
+        if _add_read(buf, cig, n_cig, pos, ref_lens[tid], _nm_tag(buf, aux, nxt), min_identity, diff,
+                     np.int64(buf[r + 9]) >= min_mapq):
             state[_KEPT] += 1
     return p
 
@@ -393,8 +410,8 @@ def _scan_records(buf: np.ndarray, end: int, ref_lens: np.ndarray, diff: np.ndar
 
 @numba.njit(cache=True, nogil=True)
 def _scan_arrays(tids: np.ndarray, poss: np.ndarray, flags: np.ndarray, l_seqs: np.ndarray, nms: np.ndarray,
-                 cigars: np.ndarray, ref_lens: np.ndarray, diff: np.ndarray, depth: np.ndarray,
-                 state: np.ndarray, min_identity: np.float32, max_edge: int) -> None:
+                 mapqs: np.ndarray, cigars: np.ndarray, ref_lens: np.ndarray, diff: np.ndarray, depth: np.ndarray,
+                 state: np.ndarray, min_identity: np.float32, max_edge: int, min_mapq: int) -> None:
     """Apply the rules to ``len(tids)`` records given as arrays (``nms``: NM or -1); ``cigars``
     holds their SAM CIGAR strings (empty when not needed), each followed by ``\\n``. Stops at an
     error (``state[_ERR]``)."""
@@ -434,22 +451,23 @@ def _scan_arrays(tids: np.ndarray, poss: np.ndarray, flags: np.ndarray, l_seqs: 
             ops[4 * j + 3] = (packed >> 24) & 255
             j += 1
             v = 0
-        if _add_read(ops, 0, n_ops, poss[i], ref_lens[tids[i]], nms[i], min_identity, diff):
+        if _add_read(ops, 0, n_ops, poss[i], ref_lens[tids[i]], nms[i], min_identity, diff, mapqs[i] >= min_mapq):
             state[_KEPT] += 1
 
 
 def _warm_up() -> None:
     """Compile (or load from cache) the kernels in this process, so forked workers inherit them."""
     # a read-only buffer, as np.frombuffer(bytes) gives in _bam_depth (numba types it apart)
-    _scan_records(np.frombuffer(b"", np.uint8), 0, np.zeros(1, np.int64), np.zeros(2, np.int32),
-                  np.zeros(1, np.float64), np.zeros(_N_STATE, np.int64), np.float32(0.97), 75)
-    _finish_contig(np.zeros(2, np.int32), 1, 0)
+    _scan_records(np.frombuffer(b"", np.uint8), 0, np.zeros(1, np.int64), np.zeros((2, 2), np.int32),
+                  np.zeros((2, 1), np.float64), np.zeros(_N_STATE, np.int64), np.float32(0.97), 75, MIN_UNIQUE_MAPQ)
+    _finish_contig(np.zeros((2, 2), np.int32)[0], 1, 0)
 
 
 def _warm_up_pysam() -> None:
     empty = np.zeros(0, np.int64)
-    _scan_arrays(empty, empty, empty, empty, empty, np.frombuffer(b"", np.uint8), np.zeros(1, np.int64),
-                 np.zeros(2, np.int32), np.zeros(1, np.float64), np.zeros(_N_STATE, np.int64), np.float32(0.97), 75)
+    _scan_arrays(empty, empty, empty, empty, empty, empty, np.frombuffer(b"", np.uint8), np.zeros(1, np.int64),
+                 np.zeros((2, 2), np.int32), np.zeros((2, 1), np.float64), np.zeros(_N_STATE, np.int64), np.float32(0.97),
+                 75, MIN_UNIQUE_MAPQ)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -556,7 +574,9 @@ def _finish(path: Path, state: np.ndarray, ref_lens: np.ndarray, diff: np.ndarra
             t0: float) -> tuple[np.ndarray, int, int, int]:
     last = int(state[_LAST_TID])
     if last >= 0:
-        depth[last] = _finish_contig(diff, int(ref_lens[last]), min(edge, int(state[_AVG])))
+        e = min(edge, int(state[_AVG]))
+        depth[0, last] = _finish_contig(diff[0], int(ref_lens[last]), e)
+        depth[1, last] = _finish_contig(diff[1], int(ref_lens[last]), e)
     log.debug("%s: %d records, %d mapped, %d kept in %.1fs", path, state[_COUNT], state[_MAPPED], state[_KEPT],
               time.perf_counter() - t0)
     return depth, int(state[_COUNT]), int(state[_MAPPED]), int(state[_KEPT])
@@ -566,7 +586,8 @@ def _bam_depth(path: str, min_identity: float, edge: int) -> tuple[np.ndarray, i
     """Engine "numba": mean depth of every reference of one BAM, in header order.
 
     Returns:
-        ``(depth, n_records, n_mapped, n_kept)``: depth (n_refs,) float64 in x; record counts.
+        ``(depth, n_records, n_mapped, n_kept)``: depth (2, n_refs) float64 in x (row 0: every kept
+        read; row 1: those of them with MAPQ >= ``MIN_UNIQUE_MAPQ``); record counts.
 
     Raises:
         BamError: corrupt or truncated BAM, records out of coordinate order; ``_LongCigarError``
@@ -592,11 +613,11 @@ def _bam_depth(path: str, min_identity: float, edge: int) -> tuple[np.ndarray, i
                 continue
             start, lens = head
             ref_lens = np.asarray(lens, dtype=np.int64)
-            diff = np.zeros(int(ref_lens.max(initial=0)) + 2, np.int32)
-            depth = np.zeros(len(ref_lens), np.float64)
+            diff = np.zeros((2, int(ref_lens.max(initial=0)) + 2), np.int32)
+            depth = np.zeros((2, len(ref_lens)), np.float64)
             buf = buf[start:]
         arr = np.frombuffer(buf, dtype=np.uint8)
-        used = _scan_records(arr, len(arr), ref_lens, diff, depth, state, min_id, edge)
+        used = _scan_records(arr, len(arr), ref_lens, diff, depth, state, min_id, edge, MIN_UNIQUE_MAPQ)
         _check_state(bam, state)
         pending = buf[used:]
     if ref_lens is None or pending:
@@ -626,14 +647,14 @@ def _pysam_depth(path: str, min_identity: float, edge: int, reference: str | Non
             raise BamError(f"{aln}: cannot be read ({exc}); re-create it with samtools sort") from None
         with f:
             ref_lens = np.asarray(f.lengths, dtype=np.int64)
-            diff = np.zeros(int(ref_lens.max(initial=0)) + 2, np.int32)
-            depth = np.zeros(len(ref_lens), np.float64)
+            diff = np.zeros((2, int(ref_lens.max(initial=0)) + 2), np.int32)
+            depth = np.zeros((2, len(ref_lens)), np.float64)
             records = iter(f)
             while True:
-                tids, poss, flags, l_seqs, nms = (array("q") for _ in range(5))
+                tids, poss, flags, l_seqs, nms, mapqs = (array("q") for _ in range(6))
                 cigars: list[str] = []
                 add_tid, add_pos, add_flag, add_len = tids.append, poss.append, flags.append, l_seqs.append
-                add_nm, add_cigar = nms.append, cigars.append
+                add_nm, add_mapq, add_cigar = nms.append, mapqs.append, cigars.append
                 try:
                     for r in itertools.islice(records, chunk):
                         flag = r.flag
@@ -641,6 +662,7 @@ def _pysam_depth(path: str, min_identity: float, edge: int, reference: str | Non
                         add_pos(r.reference_start)
                         add_flag(flag)
                         add_len(r.query_length)
+                        add_mapq(r.mapping_quality)
                         if flag & SKIP_FLAGS:
                             add_nm(-1)
                             add_cigar("")
@@ -656,9 +678,9 @@ def _pysam_depth(path: str, min_identity: float, edge: int, reference: str | Non
                 if not tids:
                     break
                 _scan_arrays(np.frombuffer(tids, np.int64), np.frombuffer(poss, np.int64), np.frombuffer(flags, np.int64),
-                             np.frombuffer(l_seqs, np.int64), np.frombuffer(nms, np.int64),
+                             np.frombuffer(l_seqs, np.int64), np.frombuffer(nms, np.int64), np.frombuffer(mapqs, np.int64),
                              np.frombuffer(("\n".join(cigars) + "\n").encode(), np.uint8),
-                             ref_lens, diff, depth, state, min_id, edge)
+                             ref_lens, diff, depth, state, min_id, edge, MIN_UNIQUE_MAPQ)
                 _check_state(aln, state)
     finally:
         pysam.set_verbosity(save)
@@ -818,7 +840,8 @@ def depth_from_bams(
     reference: PathLike | None = None,
     cache_dir: PathLike | None = None,
     scheduler: Scheduler = None,
-) -> tuple[np.ndarray, list[str]]:
+    unique: bool = False,
+) -> tuple[np.ndarray, list[str]] | tuple[np.ndarray, np.ndarray, list[str]]:
     """Mean read depth of every contig in every BAM or CRAM (MetaBAT rule, see the module docstring).
 
     Args:
@@ -844,10 +867,17 @@ def depth_from_bams(
         scheduler: a Dask scheduler address (``tcp://host:8786``) or ``distributed.Client``: each
             file is read by a task on that cluster (``threads`` is then unused); the workers must
             see the files (and the CRAM reference) at the same paths. None: this machine.
+        unique: also return the *unique* depth: the same mean over the reads of the same rule whose
+            mapping quality is >= ``MIN_UNIQUE_MAPQ`` (1), i.e. without the reads the aligner drew at
+            random among equally good hits (MAPQ 0). Where near-identical strains share a region,
+            such reads of every strain land on all their copies, so the plain depth of the region is
+            the strains' mixture while the unique depth keeps the reads that carry one strain's own
+            variants (see :func:`deepmetabin.features.strain_depth`). Computed in the same pass.
 
     Returns:
         ``(depth, samples)``: depth (N, S) float32 in reads per base (x); S sample names (file
-        names without ``.bam``/``.cram``).
+        names without ``.bam``/``.cram``). With ``unique``: ``(depth, unique_depth, samples)``,
+        unique_depth (N, S) float32 in x, <= depth.
 
     Raises:
         InputFileError: a file is missing; the CRAM reference cannot be read.
@@ -899,21 +929,23 @@ def depth_from_bams(
             _warm_up()
             if engine == "pysam" or crams:
                 _warm_up_pysam()
-        return _run(paths, samples, tids, is_cram, engine, ref, contigs, threads, min_identity, edge, progress,
-                    cache, client)
+        depth, unique_depth, samples = _run(paths, samples, tids, is_cram, engine, ref, contigs, threads, min_identity,
+                                            edge, progress, cache, client)
+    return (depth, unique_depth, samples) if unique else (depth, samples)
 
 
 class _DepthCache:
-    """One ``<sample>.npz`` per finished BAM in ``folder``: its (N,) float32 depth column and the JSON key
-    it was made under (file name, size and mtime; contig ids hash; rule options). Written atomically."""
+    """One ``<sample>.npz`` per finished BAM in ``folder``: its (N,) float32 depth and unique-depth columns
+    and the JSON key they were made under (file name, size and mtime; contig ids hash; rule options).
+    Written atomically."""
 
-    FORMAT = 1
+    FORMAT = 2  # 2: with the unique-depth column
 
     def __init__(self, folder: Path, contigs: Contigs, min_identity: float, edge: int) -> None:
         self.folder = folder
         self.n = len(contigs)
         self.common = {"format": self.FORMAT, "ids_hash": contigs.ids_hash, "n_contigs": self.n,
-                       "min_identity": float(min_identity), "edge": int(edge)}
+                       "min_identity": float(min_identity), "edge": int(edge), "min_unique_mapq": MIN_UNIQUE_MAPQ}
 
     def _key(self, path: Path) -> str:
         st = path.stat()
@@ -923,44 +955,47 @@ class _DepthCache:
     def _file(self, path: Path) -> Path:
         return self.folder / f"{sample_name(path)}.npz"
 
-    def load(self, path: Path) -> np.ndarray | None:
-        """The cached column of ``path``, or None (no file, another key, or an unreadable file: logged)."""
+    def load(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached (depth, unique depth) columns of ``path``, or None (no file, another key, or an
+        unreadable file: logged)."""
         f = self._file(path)
         if not f.is_file():
             return None
         try:
             with np.load(f, allow_pickle=False) as z:
-                key, column = str(z["key"]), np.asarray(z["depth"])
+                if str(z["key"]) != self._key(path):
+                    log.info("%s: made from another version of %s or other contigs/options; reading it again", f, path)
+                    return None
+                column, unique = np.asarray(z["depth"]), np.asarray(z["unique"])
         except (OSError, ValueError, KeyError, zlib.error, EOFError) as exc:
             log.warning("%s: unreadable depth cache file (%s); reading %s again", f, exc, path)
             return None
-        if key != self._key(path):
-            log.info("%s: made from another version of %s or other contigs/options; reading it again", f, path)
-            return None
-        if column.shape != (self.n,) or column.dtype != np.float32 or not np.isfinite(column).all():
+        if any(c.shape != (self.n,) or c.dtype != np.float32 or not np.isfinite(c).all() for c in (column, unique)):
             log.warning("%s: damaged depth cache file; reading %s again", f, path)
             return None
-        return column
+        return column, unique
 
-    def save(self, path: Path, column: np.ndarray) -> None:
+    def save(self, path: Path, column: np.ndarray, unique: np.ndarray) -> None:
         buf = io.BytesIO()
-        np.savez(buf, depth=np.ascontiguousarray(column, dtype=np.float32), key=np.array(self._key(path)))
+        np.savez(buf, depth=np.ascontiguousarray(column, dtype=np.float32),
+                 unique=np.ascontiguousarray(unique, dtype=np.float32), key=np.array(self._key(path)))
         write_bytes(self._file(path), buf.getvalue())
 
 
 def _run(paths: list[Path], samples: list[str], tids: list[np.ndarray], is_cram: list[bool], engine: str,
          reference: str | None, contigs: Contigs, threads: int, min_identity: float, edge: int,
          progress: Callable[[int, int], None] | None, cache: _DepthCache | None = None,
-         client: "distributed.Client | None" = None) -> tuple[np.ndarray, list[str]]:
+         client: "distributed.Client | None" = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read every file not in ``cache`` (in worker processes when ``threads > 1``, or as tasks on the
     Dask ``client``'s cluster) and gather the depth matrix; each finished file is cached at once."""
     t0 = time.perf_counter()
     depth = np.zeros((len(contigs), len(paths)), dtype=np.float32)
+    unique = np.zeros_like(depth)
     todo = list(range(len(paths)))
     if cache is not None:
         cached = {j: c for j in todo if (c := cache.load(paths[j])) is not None}
-        for j, column in cached.items():
-            depth[:, j] = column
+        for j, (column, unique_column) in cached.items():
+            depth[:, j], unique[:, j] = column, unique_column
         todo = [j for j in todo if j not in cached]
         if cached:
             log.info("depth of %d of %d files reused from %s", len(cached), len(paths), cache.folder)
@@ -971,9 +1006,10 @@ def _run(paths: list[Path], samples: list[str], tids: list[np.ndarray], is_cram:
     def done(j: int, result: tuple[np.ndarray, int, int, int, str]) -> None:
         nonlocal n_done
         per_ref, n_rec, n_mapped, n_kept, used = result
-        depth[:, j] = per_ref[tids[j]]
+        depth[:, j] = per_ref[0, tids[j]]
+        unique[:, j] = per_ref[1, tids[j]]
         if cache is not None:
-            cache.save(paths[j], depth[:, j])
+            cache.save(paths[j], depth[:, j], unique[:, j])
         n_done += 1
         if "fallback" in used:
             log.warning("%s: holds CIGARs with more than 65535 operations (CG tag); read it with pysam instead of "
@@ -1005,7 +1041,7 @@ def _run(paths: list[Path], samples: list[str], tids: list[np.ndarray], is_cram:
                         fut.cancel()
                     raise
     log.info("depth of %d contigs in %d files in %.1fs", len(contigs), len(paths), time.perf_counter() - t0)
-    return depth, samples
+    return depth, unique, samples
 
 
 def _run_on_cluster(client: "distributed.Client", paths: list[Path], is_cram: list[bool], engine: str,

@@ -50,6 +50,7 @@ def features_stage(
     tnf_progress: Progress | None = None,
     sample_separator: str | None = None,
     scheduler: Scheduler = None,
+    strain_depth: bool = True,
 ) -> dict[str, Any]:
     """Create run folder ``out`` with ``contigs.parquet``, ``tnf.npy`` and ``features.npy``; return the manifest.
 
@@ -61,13 +62,16 @@ def features_stage(
     column (checked before depth is computed from BAMs). ``threads`` caps every thread pool of the
     stage (BLAS, numba, processes). ``scheduler``: a Dask scheduler address (or ``distributed.Client``)
     to read the BAMs and count tetramers on (:mod:`deepmetabin._parallel`); same results.
+    With BAMs, the depth of the reads placed with MAPQ >= 1 is kept too (``unique:<sample>`` columns of
+    ``contigs.parquet``) and shapes the depth features (:func:`deepmetabin.features.strain_depth`);
+    ``strain_depth=False`` leaves it out (features from the plain depth, as from a depth table).
     """
     out = Path(out)
     t0 = time.perf_counter()
     _prepare_out(out, force)
     with thread_limits(threads):
         return _features(contigs_path, out, bams, depth_table, min_length, threads, force, depth_progress, tnf_progress,
-                         sample_separator, scheduler, t0)
+                         sample_separator, scheduler, t0, strain_depth)
 
 
 #: Per-BAM depth columns of an unfinished features stage (inside the run folder).
@@ -77,7 +81,7 @@ DEPTH_CACHE = "depth_cache"
 def _features(contigs_path: str | os.PathLike[str], out: Path, bams: Sequence[str | os.PathLike[str]] | None,
               depth_table: str | os.PathLike[str] | None, min_length: int, threads: int, force: bool,
               depth_progress: Progress | None, tnf_progress: Progress | None, sample_separator: str | None,
-              scheduler: Scheduler, t0: float) -> dict[str, Any]:
+              scheduler: Scheduler, t0: float, strain_depth: bool = True) -> dict[str, Any]:
     from .depth import depth_from_bams, read_depth_table, sample_name
     from .features import features, feature_names
     from .tnf import tnf
@@ -88,15 +92,16 @@ def _features(contigs_path: str | os.PathLike[str], out: Path, bams: Sequence[st
     if bams is not None:
         if sample_separator:
             _check_sample_columns(contigs.ids, sample_separator, [sample_name(Path(b).name) for b in bams], str(bams[0]), str(contigs_path))
-        depth, samples = depth_from_bams(bams, contigs, threads=threads, progress=depth_progress,
-                                         cache_dir=out / DEPTH_CACHE, scheduler=scheduler)
+        depth, unique, samples = depth_from_bams(bams, contigs, threads=threads, progress=depth_progress,
+                                                 cache_dir=out / DEPTH_CACHE, scheduler=scheduler, unique=True)
         inputs: dict[str, Any] = {"bams": [{"path": str(Path(b).resolve()), "size": Path(b).stat().st_size} for b in bams]}
     else:
         depth, samples = read_depth_table(depth_table, contigs)
+        unique = None  # a depth table has no mapping qualities
         if sample_separator:
             _check_sample_columns(contigs.ids, sample_separator, samples, str(depth_table), str(contigs_path))
         inputs = {"depth_table": {"path": str(Path(depth_table).resolve()), "sha256": file_sha256(depth_table)}}
-    contigs = contigs.with_depth(depth, samples)
+    contigs = contigs.with_depth(depth, samples, unique if strain_depth else None)
     inputs["contigs"] = {"path": str(Path(contigs_path).resolve()), "sha256": file_sha256(contigs_path), "min_length": min_length}
     t = tnf(contigs, threads=threads, progress=tnf_progress, scheduler=scheduler)
     x = features(contigs, t)
@@ -111,7 +116,8 @@ def _features(contigs_path: str | os.PathLike[str], out: Path, bams: Sequence[st
     save_npy(out / "features.npy", x)
     manifest = record_stage(
         out, manifest, "features",
-        params={"min_length": min_length, "samples": list(samples), "feature_names": feature_names(samples)},
+        params={"min_length": min_length, "samples": list(samples), "feature_names": feature_names(samples),
+                "strain_depth": contigs.unique_depth is not None},
         outputs={"contigs": "contigs.parquet", "tnf": "tnf.npy", "features": "features.npy"},
         seconds=time.perf_counter() - t0,
         extra={"n_bp": contigs.total_bp, "n_samples": len(samples), "n_features": int(x.shape[1])},
@@ -121,7 +127,8 @@ def _features(contigs_path: str | os.PathLike[str], out: Path, bams: Sequence[st
 
 
 def load_frame(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """``contigs.parquet`` of a run (contig, length, gc, depth:<sample>...), checked against the manifest."""
+    """``contigs.parquet`` of a run (contig, length, gc, depth:<sample>... [, unique:<sample>...] ), checked
+    against the manifest."""
     manifest = require_stage(run_dir, "features", "deepmetabin features")
     from ._io import parquet_metadata
 
@@ -156,12 +163,14 @@ def load_contigs(run_dir: str | os.PathLike[str], sequences: bool = True) -> Con
     frame = load_frame(run_dir)
     samples = manifest["stages"]["features"]["params"]["samples"]
     depth = frame[[f"depth:{s}" for s in samples]].to_numpy(np.float32)
+    unique_cols = [f"unique:{s}" for s in samples]
+    unique = frame[unique_cols].to_numpy(np.float32) if all(c in frame for c in unique_cols) else None
     if not sequences:
-        return Contigs.from_table(ContigTable.from_frame(frame), str(src["path"])).with_depth(depth, samples)
+        return Contigs.from_table(ContigTable.from_frame(frame), str(src["path"])).with_depth(depth, samples, unique)
     contigs = read_contigs(src["path"], min_length=src["min_length"])
     if contigs.ids_hash != manifest["ids_hash"]:
         raise RunFolderError(f"{src['path']}: now holds other contigs than run {run_dir} was made from; run `deepmetabin features` again")
-    return contigs.with_depth(depth, samples)
+    return contigs.with_depth(depth, samples, unique)
 
 
 def graph_stage(
@@ -560,6 +569,8 @@ class Config:
     move_islands: bool = True
     gene_mode: str = "trained"  # markers.GENE_MODES: Prodigal models trained on the contigs by GC group, or "meta"
     map: bool = True  # the app's 2-D UMAP of the latent means, as the last stage (False: the app makes it)
+    # with BAMs, shape the depth features by the uniquely placed reads (features.strain_depth); False: plain depth
+    strain_depth: bool = True
 
     def stage_requests(self) -> dict[str, dict[str, Any]]:
         from dataclasses import asdict
@@ -568,7 +579,7 @@ class Config:
 
         tc = self.train or TrainConfig(seed=self.seed)
         return {
-            "features": {"min_length": self.min_length},
+            "features": {"min_length": self.min_length, **({} if self.strain_depth else {"strain_depth": False})},
             "graph": {"k": self.k, "seed": self.seed, **({} if self.refine else {"refine": False})},
             "markers": {"gene_mode": self.gene_mode},
             "train": json_safe({k: v for k, v in asdict(tc).items() if k not in ("threads", "device")}),
@@ -693,7 +704,7 @@ def run(
         if stage == "features":
             features_stage(contigs, out, bams=bams, depth_table=depth_table, min_length=config.min_length,
                            threads=config.threads, force=True, depth_progress=prog("depth"), tnf_progress=prog("tnf"),
-                           sample_separator=config.multi_split, scheduler=scheduler)
+                           sample_separator=config.multi_split, scheduler=scheduler, strain_depth=config.strain_depth)
         elif stage == "graph":
             graph_stage(out, k=config.k, seed=config.seed, threads=config.threads, refine=config.refine, progress=prog("graph"))
         elif stage == "markers":

@@ -557,3 +557,32 @@ def test_bam_given_as_table(tmp_path, contigs):
     bam = write_bam(tmp_path / "S1.bam", REFS, [Read("c1", 0, "100M")])
     with pytest.raises((DepthTableError, InputFileError), match="S1.bam"):
         read_depth_table(bam, contigs)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unique_depth_counts_the_reads_placed_with_mapq_1_or_more(tmp_path, engine):
+    rng = np.random.default_rng(5)
+    fasta = write_fasta(tmp_path / "contigs.fna", random_contigs(rng, RANDOM_REFS))
+    contigs = read_contigs(fasta, min_length=100)
+    reads = random_reads(rng, RANDOM_REFS, 1500)
+    for r in reads:
+        r.mapq = int(rng.choice([0, 0, 1, 3, 60, 255]))  # 255 = "not available": counts as placed
+    bam = write_bam(tmp_path / "S1.bam", RANDOM_REFS, reads)
+    # the same records with every MAPQ-0 read marked a duplicate: skipped, yet still in the running mean read length
+    (tmp_path / "ref").mkdir()
+    marked = [Read(r.ref, r.pos, r.cigar, nm=r.nm, flag=r.flag | (0x400 if r.mapq == 0 else 0), mapq=r.mapq,
+                   seq_len=r.seq_len) for r in reads]
+    ref_bam = write_bam(tmp_path / "ref" / "S1.bam", RANDOM_REFS, marked)
+    depth, unique, samples = depth_from_bams([bam], contigs, engine=engine, unique=True)
+    assert samples == ["S1"]
+    np.testing.assert_array_equal(depth, depth_from_bams([bam], contigs, engine=engine)[0])
+    np.testing.assert_array_equal(unique, depth_from_bams([ref_bam], contigs, engine=engine)[0])
+    assert (unique <= depth).all() and (unique < depth).any() and (unique > 0).any()
+
+
+def test_unique_depth_by_hand(tmp_path, contigs):
+    # c1 (1000 bp, edges of 75 bp): two 100 bp reads over [200, 300), one drawn at random among equal hits (MAPQ 0)
+    bam = write_bam(tmp_path / "S1.bam", REFS, [Read("c1", 200, "100M", mapq=0), Read("c1", 200, "100M", mapq=7)])
+    depth, unique, _ = depth_from_bams([bam], contigs, unique=True)
+    window = 1000 - 2 * 75
+    assert depth[0, 0] == pytest.approx(200 / window) and unique[0, 0] == pytest.approx(100 / window)

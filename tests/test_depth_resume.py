@@ -22,7 +22,8 @@ def _reads(rng: np.random.Generator, n: int) -> list[Read]:
     out = []
     for _ in range(n):
         ref = names[rng.integers(len(names))]
-        out.append(Read(ref, int(rng.integers(0, REFS[ref] - 100)), "100M", nm=int(rng.integers(0, 3))))
+        out.append(Read(ref, int(rng.integers(0, REFS[ref] - 100)), "100M", nm=int(rng.integers(0, 3)),
+                        mapq=int(rng.choice([0, 60]))))
     return out
 
 
@@ -51,7 +52,8 @@ class Reader:
 def test_interrupted_call_reads_only_the_bams_not_done(inputs, tmp_path, monkeypatch):
     fasta, bams = inputs
     contigs = read_contigs(fasta, min_length=1000)
-    fresh, samples = D.depth_from_bams(bams, contigs)
+    fresh, fresh_unique, samples = D.depth_from_bams(bams, contigs, unique=True)
+    assert (fresh_unique < fresh).any()
     cache = tmp_path / "cache"
     first = Reader(stop_at=2)
     monkeypatch.setattr(D, "_alignment_depth", first)
@@ -62,10 +64,12 @@ def test_interrupted_call_reads_only_the_bams_not_done(inputs, tmp_path, monkeyp
     again = Reader()
     monkeypatch.setattr(D, "_alignment_depth", again)
     calls: list[tuple[int, int]] = []
-    depth, samples2 = D.depth_from_bams(bams, contigs, cache_dir=cache, progress=lambda d, t: calls.append((d, t)))
+    depth, unique, samples2 = D.depth_from_bams(bams, contigs, cache_dir=cache, unique=True,
+                                                progress=lambda d, t: calls.append((d, t)))
     assert again.read == ["S2.bam", "S3.bam"]
     assert samples2 == samples and calls == [(2, 4), (3, 4), (4, 4)]
     np.testing.assert_array_equal(depth, fresh)
+    np.testing.assert_array_equal(unique, fresh_unique)  # the cached BAMs' unique columns too
     # everything cached: nothing read, same matrix
     third = Reader()
     monkeypatch.setattr(D, "_alignment_depth", third)
@@ -135,3 +139,26 @@ def test_cli_features_resumes_after_interrupt(inputs, tmp_path, monkeypatch, cap
     assert not (out / pipeline.DEPTH_CACHE).exists()  # removed once the depth is in contigs.parquet
     assert pipeline.load_frame(out).equals(pipeline.load_frame(ref))
     np.testing.assert_array_equal(pipeline.load_array(out, "features"), pipeline.load_array(ref, "features"))
+
+
+@pytest.mark.parametrize("strain_depth", [True, False])
+def test_features_stage_keeps_the_unique_depth_of_bams(inputs, tmp_path, strain_depth):
+    from deepmetabin.features import features
+
+    fasta, bams = inputs
+    out = tmp_path / "run"
+    pipeline.features_stage(fasta, out, bams=bams, strain_depth=strain_depth)
+    contigs = read_contigs(fasta, min_length=1000)
+    depth, unique, samples = D.depth_from_bams(bams, contigs, unique=True)
+    frame = pipeline.load_frame(out)
+    assert [c for c in frame if c.startswith("unique:")] == ([f"unique:{s}" for s in samples] if strain_depth else [])
+    for seqs in (True, False):
+        loaded = pipeline.load_contigs(out, sequences=seqs)
+        np.testing.assert_array_equal(loaded.depth, depth)
+        if strain_depth:
+            np.testing.assert_array_equal(loaded.unique_depth, unique)
+        else:
+            assert loaded.unique_depth is None
+    expected = features(contigs.with_depth(depth, samples, unique if strain_depth else None))
+    np.testing.assert_allclose(pipeline.load_array(out, "features"), expected, atol=1e-6)
+    assert pipeline.load_manifest(out)["stages"]["features"]["params"]["strain_depth"] is strain_depth

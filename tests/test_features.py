@@ -6,7 +6,7 @@ import pytest
 
 from deepmetabin.contigs import Contigs
 from deepmetabin.errors import DepthTableError
-from deepmetabin.features import feature_names, features
+from deepmetabin.features import feature_names, features, strain_depth
 from deepmetabin.tnf import TNF_DIM
 
 
@@ -49,3 +49,36 @@ def test_bad_depth_values_are_refused(bad):
 def test_no_depth_is_refused():
     with pytest.raises(DepthTableError):
         features(Contigs.from_sequences([("a", "ACGT" * 300)]))
+
+
+def test_strain_depth_takes_the_profile_of_the_uniquely_placed_reads():
+    depth = np.array([[10.0, 10.0, 10.0], [10.0, 10.0, 10.0], [4.0, 2.0, 8.0], [10.0, 10.0, 10.0], [10.0, 10.0, 10.0]])
+    unique = np.array([[10.0, 10.0, 10.0],  # no other strain shares it: every read placed
+                       [0.0, 0.0, 0.0],  # identical copies in several strains: no read placed
+                       [4.0, 2.0, 8.0],
+                       [9.0, 1.0, 2.0],  # a strain of another profile, many placed reads (5 kb)
+                       [0.09, 0.01, 0.02]])  # the same profile from 60 placed bases only
+    lengths = np.array([5000, 5000, 5000, 5000, 500])
+    out = strain_depth(depth, unique, lengths)
+    np.testing.assert_allclose(out[:3], depth[:3], rtol=1e-12)
+    lt, lu, lo = np.log(depth + 0.1), np.log(unique + 0.1), np.log(out + 0.1)
+    np.testing.assert_allclose(lo.mean(axis=1), lt.mean(axis=1), rtol=1e-12)  # each contig's level is kept
+    w = 12 * 5000 / (12 * 5000 + 1500)
+    np.testing.assert_allclose(lo[3] - lo[3].mean(), w * (lu[3] - lu[3].mean()), atol=1e-12)
+    assert out[3, 0] > out[3, 2] > out[3, 1]  # the unique reads' order of the samples
+    few = 0.12 * 500 / (0.12 * 500 + 1500)
+    np.testing.assert_allclose(lo[4] - lo[4].mean(), few * (lu[4] - lu[4].mean()), atol=1e-12)
+    assert np.abs(lo[4] - lo[4].mean()).max() < 0.1  # 60 bases barely move the flat profile
+    with pytest.raises(ValueError, match="unique depth"):
+        strain_depth(depth, unique[:, :2], lengths)
+
+
+def test_features_use_the_strain_depth_when_the_contigs_carry_a_unique_depth():
+    c = _contigs(samples=3)
+    rng = np.random.default_rng(1)
+    unique = (c.depth * rng.uniform(0, 1, size=c.depth.shape)).astype(np.float32)
+    with_unique = features(c.with_depth(c.depth, c.samples, unique))
+    expected = features(c.with_depth(strain_depth(c.depth, unique, c.lengths).astype(np.float32), c.samples))
+    np.testing.assert_allclose(with_unique, expected, atol=1e-6)
+    assert not np.allclose(with_unique, features(c), atol=1e-3)
+    np.testing.assert_array_equal(with_unique[:, :TNF_DIM], features(c)[:, :TNF_DIM])
