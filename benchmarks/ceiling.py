@@ -2,6 +2,10 @@
 
 usage: python benchmarks/ceiling.py [--datasets small medium] [--neighbours 15] [--folds 5]
 
+With the dataset's BAMs in ``~/bench-cache/<dataset>/S*.bam`` (``shared/bench/build/make_bams.sh``), the
+blocks ``strain depth`` and ``strain depth+TNF`` are added: the depth block deepmetabin makes from BAMs,
+whose profile across samples follows the reads placed with MAPQ >= 1 (:func:`deepmetabin.features.strain_depth`).
+
 Strains of one species share their composition (TNF) and, where reads map equally well to two strains,
 share their depth too (the aligner places such a read on one of them at random, so each strain gets the
 mean of both coverages). No binner can separate what its features do not. This script measures it with
@@ -49,14 +53,35 @@ def cv_predict(x: np.ndarray, y: np.ndarray, neighbours: int, folds: int, seed: 
     return cross_val_predict(KNeighborsClassifier(n_neighbors=neighbours), x, y, cv=cv)
 
 
+def strain_block(name: str, ids: np.ndarray) -> np.ndarray | None:
+    """(N, S) depth block of the features deepmetabin makes from the dataset's BAMs (unique depth
+    included), rows in ``ids`` order; None without BAMs in ``~/bench-cache/<name>``."""
+    from deepmetabin.contigs import read_contigs
+    from deepmetabin.depth import depth_from_bams
+    from deepmetabin.features import features
+
+    bams = sorted((Path.home() / "bench-cache" / name).glob("S*.bam"))
+    if not bams:
+        return None
+    contigs = read_contigs(BENCH / name / "contigs.fna.gz")
+    if not np.array_equal(contigs.ids, ids):
+        raise SystemExit(f"{name}: contig order differs from graph_data.load's")
+    depth, unique, samples = depth_from_bams(bams, contigs, threads=2, unique=True)
+    x = features(contigs.with_depth(depth, samples, unique), np.zeros((len(contigs), TNF_DIM)))
+    return x[:, TNF_DIM:]
+
+
 def ceiling(name: str, neighbours: int, folds: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(separability per species, depth recall per genome, reference binnings' scores) of dataset ``name``."""
     x, ids, genome = load(name)
+    strain = strain_block(name, ids)
     truth = read_binning(BENCH / name / "truth.tsv", kind="truth")
     length = truth.set_index("contig")["length"].reindex(ids).to_numpy(dtype=float)
     species = pd.read_csv(BENCH / name / "genomes.tsv", sep="\t", index_col="genome")["species"]
     sp = np.array([species[g] for g in genome], dtype=object)
     blocks = {"depth": x[:, TNF_DIM:], "TNF": x[:, :TNF_DIM], "depth+TNF": x}
+    if strain is not None:
+        blocks.update({"strain depth": strain, "strain depth+TNF": np.hstack([x[:, :TNF_DIM], strain])})
     predicted = {b: genome.copy() for b in blocks}
     rows, per_genome = [], []
     for s in sorted(set(species[species.duplicated(keep=False)])):
@@ -74,7 +99,7 @@ def ceiling(name: str, neighbours: int, folds: int) -> tuple[pd.DataFrame, pd.Da
                                        "placed on it (bp)": float(length[sel][mine & (p == g)].sum() / length[sel][mine].sum())})
         rows.append(row)
     refs = {"truth": genome, "species merged": sp}
-    refs.update({f"supervised {b}": predicted[b] for b in ("depth", "depth+TNF")})
+    refs.update({f"supervised {b}": predicted[b] for b in blocks if "depth" in b})
     # a binner that knows which strains it cannot tell apart: species below MERGE_BELOW merged, the rest supervised
     hard = {r["species"] for r in rows if r["depth bp"] < MERGE_BELOW}
     refs[f"supervised depth, species < {MERGE_BELOW:g} merged"] = np.where(np.isin(sp, list(hard)), sp, predicted["depth"])
