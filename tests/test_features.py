@@ -63,10 +63,10 @@ def test_strain_depth_takes_the_profile_of_the_uniquely_placed_reads():
     np.testing.assert_allclose(out[:3], depth[:3], rtol=1e-12)
     lt, lu, lo = np.log(depth + 0.1), np.log(unique + 0.1), np.log(out + 0.1)
     np.testing.assert_allclose(lo.mean(axis=1), lt.mean(axis=1), rtol=1e-12)  # each contig's level is kept
-    w = 12 * 5000 / (12 * 5000 + 1500)
+    w = 12 * 5000 / (12 * 5000 + 6000)
     np.testing.assert_allclose(lo[3] - lo[3].mean(), w * (lu[3] - lu[3].mean()), atol=1e-12)
     assert out[3, 0] > out[3, 2] > out[3, 1]  # the unique reads' order of the samples
-    few = 0.12 * 500 / (0.12 * 500 + 1500)
+    few = 0.12 * 500 / (0.12 * 500 + 6000)
     np.testing.assert_allclose(lo[4] - lo[4].mean(), few * (lu[4] - lu[4].mean()), atol=1e-12)
     assert np.abs(lo[4] - lo[4].mean()).max() < 0.1  # 60 bases barely move the flat profile
     with pytest.raises(ValueError, match="unique depth"):
