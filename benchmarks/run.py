@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     table = args.results / f"{ds.name}.tsv"
     failed = 0
     for tool in tools:
-        # several seeds for deepmetabin (depth table); BAM input and the peers once (first seed)
-        seeds = args.seeds if tool == "deepmetabin" else [args.seeds[0]]
+        # several seeds for deepmetabin (depth table or BAMs: BAMs give other features); the peers once (first seed)
+        seeds = args.seeds if tool in ("deepmetabin", "deepmetabin-bam") else [args.seeds[0]]
         for seed in seeds:
             version, options, t, bins = run_tool(tool, ds, seed, args.threads, lengths, args.multi_split)
             truth = read_binning(ds.folder / "truth.tsv", kind="truth")  # read only here, after the run
