@@ -75,6 +75,9 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
     p.add_argument("--min-length", type=int, default=1000, help="minimum contig length in bp (default 1000)")
     p.add_argument("--threads", type=int, default=None, help="worker threads/processes (default: all available cores)")
+    p.add_argument("--no-strain-depth", action="store_true",
+                   help="with --bam: make the depth features from the plain depth alone, without the profile of the reads placed "
+                        "with MAPQ >= 1 (as from a depth table)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder's manifest and outputs")
     _add_scheduler(p, "depth per BAM and TNF per chunk of contigs")
 
@@ -87,12 +90,13 @@ def _run_features(args: argparse.Namespace) -> int:
         manifest = features_stage(
             args.contigs, args.out, bams=args.bam, depth_table=args.depth, min_length=args.min_length,
             threads=_threads(args.threads), force=args.force, depth_progress=dprog, tnf_progress=tprog,
-            scheduler=args.scheduler,
+            scheduler=args.scheduler, strain_depth=not args.no_strain_depth,
         )
     st = manifest["stages"]["features"]
     print(
         f"features: {manifest['n_contigs']} contigs, {st['n_bp']:,} bp, {st['n_samples']} sample(s), "
-        f"{st['n_features']} features -> {args.out} ({time.perf_counter() - t0:.1f} s)"
+        f"{st['n_features']} features{' (depth profiles from uniquely placed reads)' if st['params'].get('strain_depth') else ''} "
+        f"-> {args.out} ({time.perf_counter() - t0:.1f} s)"
     )
     return 0
 
@@ -350,6 +354,9 @@ def _add_bin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-move-islands", action="store_true",
                    help="keep groups of a bin's contigs that have no k-NN edge to the rest of it in that bin, instead of "
                         "moving them to the bin their graph edges point to (never done with --multi-split)")
+    p.add_argument("--no-strain-depth", action="store_true",
+                   help="with --bam: make the depth features from the plain depth alone, without the profile of the reads placed "
+                        "with MAPQ >= 1 (as from a depth table)")
     p.add_argument("--no-map", action="store_true",
                    help="skip the last stage, the 2-D UMAP map of the latent means for the app (the app then makes it when opened)")
     p.add_argument("--multi-split", action="store_true",
@@ -374,7 +381,7 @@ def _run_bin(args: argparse.Namespace) -> int:
     config = Config(min_length=args.min_length, min_bin_bp=args.min_bin_size, split=not args.no_split, seed=args.seed,
                     threads=threads, train=_train_config(args), multi_split=args.sample_separator if args.multi_split else None, map=not args.no_map,
                     merge_fragments=not args.no_merge_fragments, move_islands=not args.no_move_islands,
-                    gene_mode=args.gene_mode)
+                    gene_mode=args.gene_mode, strain_depth=not args.no_strain_depth)
     times: dict[str, float] = {}
     started: dict[str, float] = {}
 

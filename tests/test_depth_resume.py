@@ -162,3 +162,15 @@ def test_features_stage_keeps_the_unique_depth_of_bams(inputs, tmp_path, strain_
     expected = features(contigs.with_depth(depth, samples, unique if strain_depth else None))
     np.testing.assert_allclose(pipeline.load_array(out, "features"), expected, atol=1e-6)
     assert pipeline.load_manifest(out)["stages"]["features"]["params"]["strain_depth"] is strain_depth
+
+
+def test_cli_features_strain_depth_switch(inputs, tmp_path, capsys):
+    fasta, bams = inputs
+    base = ["features", "--contigs", str(fasta), "--bam", *map(str, bams), "--threads", "1"]
+    assert main(["-q", *base, "--out", str(tmp_path / "on")]) == 0
+    assert "depth profiles from uniquely placed reads" in capsys.readouterr().out
+    assert main(["-q", *base, "--out", str(tmp_path / "off"), "--no-strain-depth"]) == 0
+    assert "uniquely placed" not in capsys.readouterr().out
+    assert any(c.startswith("unique:") for c in pipeline.load_frame(tmp_path / "on"))
+    assert not any(c.startswith("unique:") for c in pipeline.load_frame(tmp_path / "off"))
+    assert not np.allclose(pipeline.load_array(tmp_path / "on", "features"), pipeline.load_array(tmp_path / "off", "features"))
