@@ -474,3 +474,25 @@ def test_zoomed_in_contigs_get_hover_circles_sized_by_length(state, monkeypatch)
     corner = hover(x_range=(lo[0], lo[0] + (hi[0] - lo[0]) / 3), y_range=(lo[1], lo[1] + (hi[1] - lo[1]) / 3))
     inside = ((xy[:, 0] <= lo[0] + (hi[0] - lo[0]) / 3) & (xy[:, 1] <= lo[1] + (hi[1] - lo[1]) / 3)).sum()
     assert len(corner) == (inside if inside <= len(xy) // 4 else 0)
+
+
+def test_a_run_from_bams_offers_its_unique_depth_as_colours(run_copy):
+    """contigs.parquet of a run from BAMs holds unique:<sample> columns: the map can be coloured by them."""
+    import holoviews as hv
+
+    from deepmetabin._io import parquet_metadata, save_parquet
+    from deepmetabin.ui import views
+    from deepmetabin.ui.state import CurationState, RunData
+
+    path = run_copy / "contigs.parquet"
+    frame = pd.read_parquet(path)
+    samples = [c.split(":", 1)[1] for c in frame if c.startswith("depth:")]
+    for s in samples:
+        frame[f"unique:{s}"] = frame[f"depth:{s}"] * 0.5
+    save_parquet(path, frame, metadata=parquet_metadata(path))
+    state = CurationState(RunData(run_copy))
+    options = views.colour_options(state)
+    assert [o for o in options if o.startswith("log_unique:")] == [f"log_unique:{s}" for s in samples]
+    points = state.data.points()
+    np.testing.assert_allclose(points[f"log_unique:{samples[0]}"], np.log1p(frame[f"depth:{samples[0]}"] * 0.5))
+    assert hv.render(views.latent_map_plot(state, f"log_unique:{samples[0]}"), backend="bokeh") is not None

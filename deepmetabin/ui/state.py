@@ -161,7 +161,8 @@ class RunData:
         return self.points()
 
     def points(self) -> pd.DataFrame:
-        """One row per contig: contig, x, y (UMAP), length, log10 length, GC, log depth per sample, and the
+        """One row per contig: contig, x, y (UMAP), length, log10 length, GC, log depth per sample (and log
+        unique depth per sample for a run from BAMs), and the
         integer GMM cluster, GMVAE component, DBSCAN seed and propagated label (the views make them categorical)."""
         xy = self.umap
         f = self.frame
@@ -170,6 +171,9 @@ class RunData:
                             "gc": f["gc"].to_numpy(np.float64)})
         for s in self.samples:
             out[f"log_depth:{s}"] = np.log1p(f[f"depth:{s}"].to_numpy(np.float64))
+        for s in self.samples:  # runs from BAMs: the depth of the uniquely placed reads (features.strain_depth)
+            if f"unique:{s}" in f:
+                out[f"log_unique:{s}"] = np.log1p(f[f"unique:{s}"].to_numpy(np.float64))
         if self.clusters is not None:
             out["cluster"] = self.clusters
         if self.components is not None:

@@ -71,7 +71,7 @@ def map_frame(state: CurationState) -> pd.DataFrame:
 def colour_options(state: CurationState) -> list[str]:
     df = map_frame(state)
     opts = [c for c in ("bin", "cluster", "component", "conflict", "gc", "log10_length") if c in df]
-    return opts + [c for c in df.columns if c.startswith("log_depth:")]
+    return opts + [c for c in df.columns if c.startswith(("log_depth:", "log_unique:"))]
 
 
 def category_image(df: pd.DataFrame, colour: str, key: dict[str, str], *, x_range: tuple[float, float],
