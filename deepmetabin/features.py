@@ -97,7 +97,11 @@ def features(
     if not np.isfinite(depth).all() or (depth < 0).any():
         raise DepthTableError(f"{contigs.source}: depth holds NaN, infinite or negative values; fix the depth input")
     if contigs.unique_depth is not None:
-        depth = strain_depth(depth, contigs.unique_depth, contigs.lengths, pseudocount=pseudocount)
+        unique = contigs.unique_depth
+        if not np.isfinite(unique).all() or (unique < 0).any():
+            raise DepthTableError(f"{contigs.source}: the unique depth (reads placed with MAPQ >= 1) holds NaN, infinite or "
+                                  "negative values; compute the depth from the BAMs again (deepmetabin features --force)")
+        depth = strain_depth(depth, unique, contigs.lengths, pseudocount=pseudocount)
     t = compute_tnf(contigs) if tnf is None else np.asarray(tnf, dtype=np.float64)
     if t.shape != (len(contigs), TNF_DIM):
         raise ValueError(f"tnf must be ({len(contigs)}, {TNF_DIM}), got {t.shape}")

@@ -82,3 +82,12 @@ def test_features_use_the_strain_depth_when_the_contigs_carry_a_unique_depth():
     np.testing.assert_allclose(with_unique, expected, atol=1e-6)
     assert not np.allclose(with_unique, features(c), atol=1e-3)
     np.testing.assert_array_equal(with_unique[:, :TNF_DIM], features(c)[:, :TNF_DIM])
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1.0, np.inf])
+def test_bad_unique_depth_values_are_refused(bad):
+    c = _contigs()
+    unique = c.depth * 0.5
+    unique[2, 0] = bad
+    with pytest.raises(DepthTableError, match="unique depth"):
+        features(c.with_depth(c.depth, c.samples, unique))
