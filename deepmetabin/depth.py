@@ -313,6 +313,13 @@ def _finish_contig(diff: np.ndarray, length: int, e: int) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
+def _finish_rows(diff: np.ndarray, depth: np.ndarray, tid: int, length: int, e: int) -> None:
+    """``depth[r, tid]`` = :func:`_finish_contig` of ``diff[r]`` for both rows (all kept reads, the unique ones)."""
+    for r in range(diff.shape[0]):
+        depth[r, tid] = _finish_contig(diff[r], length, e)
+
+
+@numba.njit(cache=True, nogil=True)
 def _begin_record(state: np.ndarray, tid: int, pos: int, flag: int, l_seq: int, ref_lens: np.ndarray,
                   diff: np.ndarray, depth: np.ndarray, max_edge: int) -> int:
     """Account one record in ``state``: running mean read length, sort check, flag filter; finish
@@ -339,9 +346,7 @@ def _begin_record(state: np.ndarray, tid: int, pos: int, flag: int, l_seq: int, 
     avg = state[_SIZES] // state[_COUNT]
     state[_AVG] = avg
     if tid != last_tid and last_tid >= 0:
-        e = min(max_edge, avg)
-        depth[0, last_tid] = _finish_contig(diff[0], ref_lens[last_tid], e)
-        depth[1, last_tid] = _finish_contig(diff[1], ref_lens[last_tid], e)
+        _finish_rows(diff, depth, last_tid, ref_lens[last_tid], min(max_edge, avg))
     state[_LAST_TID] = tid
     state[_LAST_POS] = pos
     if pos < 0 or pos >= ref_lens[tid]:
@@ -460,7 +465,7 @@ def _warm_up() -> None:
     # a read-only buffer, as np.frombuffer(bytes) gives in _bam_depth (numba types it apart)
     _scan_records(np.frombuffer(b"", np.uint8), 0, np.zeros(1, np.int64), np.zeros((2, 2), np.int32),
                   np.zeros((2, 1), np.float64), np.zeros(_N_STATE, np.int64), np.float32(0.97), 75, MIN_UNIQUE_MAPQ)
-    _finish_contig(np.zeros((2, 2), np.int32)[0], 1, 0)
+    _finish_rows(np.zeros((2, 2), np.int32), np.zeros((2, 1), np.float64), 0, 1, 0)
 
 
 def _warm_up_pysam() -> None:
@@ -574,9 +579,7 @@ def _finish(path: Path, state: np.ndarray, ref_lens: np.ndarray, diff: np.ndarra
             t0: float) -> tuple[np.ndarray, int, int, int]:
     last = int(state[_LAST_TID])
     if last >= 0:
-        e = min(edge, int(state[_AVG]))
-        depth[0, last] = _finish_contig(diff[0], int(ref_lens[last]), e)
-        depth[1, last] = _finish_contig(diff[1], int(ref_lens[last]), e)
+        _finish_rows(diff, depth, last, int(ref_lens[last]), min(edge, int(state[_AVG])))
     log.debug("%s: %d records, %d mapped, %d kept in %.1fs", path, state[_COUNT], state[_MAPPED], state[_KEPT],
               time.perf_counter() - t0)
     return depth, int(state[_COUNT]), int(state[_MAPPED]), int(state[_KEPT])

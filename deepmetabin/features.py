@@ -71,6 +71,13 @@ def strain_depth(depth: np.ndarray, unique: np.ndarray, lengths: np.ndarray, *, 
     return np.maximum(np.exp(level + profile) - pseudocount, 0.0)
 
 
+def _checked(values: np.ndarray, what: str, fix: str) -> np.ndarray:
+    """``values``, or a DepthTableError naming ``what`` and ``fix`` when they hold NaN, infinite or negative values."""
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise DepthTableError(f"{what} holds NaN, infinite or negative values; {fix}")
+    return values
+
+
 def features(
     contigs: Contigs,
     tnf: np.ndarray | None = None,
@@ -93,14 +100,10 @@ def features(
     """
     if contigs.depth is None:
         raise DepthTableError(f"{contigs.source}: no depth attached to the contigs; give BAMs or a depth table")
-    depth = contigs.depth
-    if not np.isfinite(depth).all() or (depth < 0).any():
-        raise DepthTableError(f"{contigs.source}: depth holds NaN, infinite or negative values; fix the depth input")
+    depth = _checked(contigs.depth, f"{contigs.source}: depth", "fix the depth input")
     if contigs.unique_depth is not None:
-        unique = contigs.unique_depth
-        if not np.isfinite(unique).all() or (unique < 0).any():
-            raise DepthTableError(f"{contigs.source}: the unique depth (reads placed with MAPQ >= 1) holds NaN, infinite or "
-                                  "negative values; compute the depth from the BAMs again (deepmetabin features --force)")
+        unique = _checked(contigs.unique_depth, f"{contigs.source}: the unique depth (reads placed with MAPQ >= 1)",
+                          "compute the depth from the BAMs again (deepmetabin features --force)")
         depth = strain_depth(depth, unique, contigs.lengths, pseudocount=pseudocount)
     t = compute_tnf(contigs) if tnf is None else np.asarray(tnf, dtype=np.float64)
     if t.shape != (len(contigs), TNF_DIM):
